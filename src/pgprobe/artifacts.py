@@ -1,0 +1,111 @@
+"""NetCDF artifacts: atomic, deterministic writes; checked reads; provenance attrs; state trees.
+
+Every artifact carries `pgprobe_kind` (what it is) and `pgprobe_code` (package
+version plus a hash of the source), and never a timestamp or host name, so that
+the same inputs give the same bytes.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+
+from . import __version__
+from .errors import ArtifactError
+
+SEP = "."
+_PACKAGES = ("torch", "numpy", "gymnasium", "mujoco", "xarray", "netCDF4")
+
+
+def code_version() -> str:
+    """Package version + hash of every source file of the package (changes when the code does)."""
+    root = Path(__file__).parent
+    h = hashlib.sha256()
+    for f in sorted(root.rglob("*.py")):
+        h.update(str(f.relative_to(root)).encode())
+        h.update(f.read_bytes())
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+def provenance(kind: str, params: dict) -> dict:
+    """Attrs for an artifact: its kind, code version, package versions and the params it was made from."""
+    versions = {}
+    for name in _PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "absent"
+    return {
+        "pgprobe_kind": kind,
+        "pgprobe_code": code_version(),
+        "packages": json.dumps(versions, sort_keys=True),
+        "params": json.dumps(params, sort_keys=True),
+    }
+
+
+def write_nc(ds: xr.Dataset, path: str | os.PathLike) -> Path:
+    """Write atomically: a temporary file in the same directory, then os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        ds.to_netcdf(tmp, engine="netcdf4", format="NETCDF4")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def read_nc(path: str | os.PathLike, kind: str | None = None) -> xr.Dataset:
+    """Load a whole artifact into memory (the file is closed again), checking its kind."""
+    path = Path(path)
+    if not path.exists():
+        raise ArtifactError(f"missing artifact: {path}")
+    try:
+        with xr.open_dataset(path, engine="netcdf4") as ds:
+            ds = ds.load()
+    except Exception as exc:
+        raise ArtifactError(f"corrupt or unreadable artifact {path}: {exc}") from None
+    if kind is not None and ds.attrs.get("pgprobe_kind") != kind:
+        raise ArtifactError(f"{path} is a {ds.attrs.get('pgprobe_kind')!r} artifact, expected {kind!r}")
+    return ds
+
+
+def tree_to_dataset(tree: dict, prefix: str = "") -> xr.Dataset:
+    """Nested dict of arrays/numbers/strings -> Dataset; strings become attrs."""
+    data_vars, attrs = {}, {}
+    for name, value in _flatten(tree, prefix):
+        if isinstance(value, str):
+            attrs[name] = value
+            continue
+        arr = np.asarray(value)
+        data_vars[name] = ([f"{name}_d{i}" for i in range(arr.ndim)], arr)
+    return xr.Dataset(data_vars, attrs=attrs)
+
+
+def dataset_to_tree(ds: xr.Dataset, prefix: str = "") -> dict:
+    tree: dict = {}
+    items = [(k, ds[k].values) for k in ds.data_vars] + list(ds.attrs.items())
+    for name, value in items:
+        if not name.startswith(prefix):
+            continue
+        node = tree
+        *parents, leaf = name[len(prefix):].split(SEP)
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return tree
+
+
+def _flatten(tree: dict, prefix: str):
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            yield from _flatten(value, name + SEP)
+        else:
+            yield name, value

@@ -1,0 +1,87 @@
+"""Load params.yaml (+ an overlay), validate it once, and hand each stage only its own slice.
+
+The slices are what Snakemake's `params:` and DVC's `params:` see, so changing a
+key reruns exactly the stages whose slice contains it.
+"""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from .errors import ConfigError
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
+ALGO_KINDS = ("ppo", "trpo")
+
+
+def deep_merge(base: dict, overlay: dict) -> dict:
+    out = copy.deepcopy(base)
+    for key, value in (overlay or {}).items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def _read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping of parameters")
+    return data
+
+
+def load(params: str | Path = "params.yaml", overlays: list[str | Path] = ()) -> dict:
+    cfg = _read_yaml(params)
+    for overlay in overlays:
+        cfg = deep_merge(cfg, _read_yaml(overlay))
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: dict) -> None:
+    """Schema first (misspelt keys, types, ranges), then the checks a schema cannot express."""
+    import jsonschema
+
+    schema = yaml.safe_load(SCHEMA_PATH.read_text())
+    errors = sorted(jsonschema.Draft202012Validator(schema).iter_errors(cfg), key=lambda e: list(e.path))
+    if errors:
+        err = errors[0]
+        where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        raise ConfigError(f"params: {where}: {err.message}")
+    for name, algo in cfg["algos"].items():
+        if algo["kind"] not in ALGO_KINDS:
+            raise ConfigError(f"params: algos.{name}.kind: unknown algorithm kind {algo['kind']!r}")
+    algo_schema = {**schema["$defs"]["algo"], "$defs": schema["$defs"]}
+    for env, per_algo in cfg.get("env_overrides", {}).items():
+        for name in per_algo:
+            if name not in cfg["algos"]:
+                raise ConfigError(f"params: env_overrides.{env}.{name}: no algorithm {name!r} in algos")
+            merged = deep_merge(cfg["algos"][name], per_algo[name])
+            for err in jsonschema.Draft202012Validator(algo_schema).iter_errors(merged):
+                where = ".".join(str(p) for p in err.absolute_path)
+                raise ConfigError(f"params: env_overrides.{env}.{name}.{where}: {err.message}")
+    t = cfg["train"]
+    if t["steps_per_iter"] % t["num_envs"]:
+        raise ConfigError(f"params: train.steps_per_iter ({t['steps_per_iter']}) must be a multiple "
+                          f"of train.num_envs ({t['num_envs']})")
+
+
+def algo_names(cfg: dict) -> list[str]:
+    return list(cfg["algos"])
+
+
+def agent_config(cfg: dict, env_id: str, algo: str) -> dict:
+    """Everything that determines one agent's training, and nothing else."""
+    if algo not in cfg["algos"]:
+        raise ConfigError(f"unknown algorithm {algo!r}; params define: {', '.join(cfg['algos'])}")
+    algo_cfg = deep_merge(cfg["algos"][algo], cfg.get("env_overrides", {}).get(env_id, {}).get(algo, {}))
+    return {"env": env_id, "algo": algo, "train": copy.deepcopy(cfg["train"]), "algo_cfg": algo_cfg}

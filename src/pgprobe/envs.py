@@ -1,0 +1,126 @@
+"""Gymnasium environments stepped as one batch, with explicit seeds and exact save/restore.
+
+We step the unwrapped environments ourselves: no autoreset (every episode is reset
+with a seed drawn from the caller's generator, so runs are reproducible and grid
+points can share seeds), our own time limit (so `truncated` is ours to report and
+its counter is part of the saved state), and no per-step wrapper overhead.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ConfigError
+
+
+def check_env_id(env_id: str) -> "gymnasium.envs.registration.EnvSpec":
+    import gymnasium as gym
+
+    try:
+        spec = gym.spec(env_id)
+    except Exception as exc:  # gymnasium raises several kinds, all meaning "no such env"
+        raise ConfigError(f"unknown environment id {env_id!r}: {exc}") from None
+    return spec
+
+
+def make_unwrapped(env_id: str):
+    import gymnasium as gym
+    from gymnasium.spaces import Box
+
+    spec = check_env_id(env_id)
+    try:
+        env = gym.make(env_id, disable_env_checker=True)
+    except Exception as exc:
+        raise ConfigError(f"environment {env_id!r} could not be created: {exc}") from None
+    if not isinstance(env.action_space, Box):
+        raise ConfigError(
+            f"environment {env_id!r} has a {type(env.action_space).__name__} action space; "
+            "pgprobe's Gaussian policies need a continuous (Box) action space")
+    return env.unwrapped, spec.max_episode_steps
+
+
+class VecEnv:
+    """N copies of one environment, stepped in lock-step."""
+
+    def __init__(self, env_id: str, num_envs: int):
+        made = [make_unwrapped(env_id) for _ in range(num_envs)]
+        self.envs = [e for e, _ in made]
+        self.max_steps = made[0][1] or np.iinfo(np.int64).max
+        self.env_id, self.num_envs = env_id, num_envs
+        space = self.envs[0].action_space
+        self.act_low, self.act_high = space.low.astype(np.float64), space.high.astype(np.float64)
+        self.obs_dim = int(np.prod(self.envs[0].observation_space.shape))
+        self.act_dim = int(np.prod(space.shape))
+        self.obs = np.zeros((num_envs, self.obs_dim))
+        self.elapsed = np.zeros(num_envs, np.int64)
+        self.ep_return = np.zeros(num_envs)
+
+    def reset(self, rng: np.random.Generator) -> np.ndarray:
+        for i in range(self.num_envs):
+            self._reset_one(i, rng)
+        return self.obs.copy()
+
+    def _reset_one(self, i: int, rng: np.random.Generator) -> None:
+        obs, _ = self.envs[i].reset(seed=int(rng.integers(2**31 - 1)))
+        self.obs[i] = np.ravel(obs)
+        self.elapsed[i] = 0
+        self.ep_return[i] = 0.0
+
+    def step(self, actions: np.ndarray, rng: np.random.Generator) -> dict:
+        """Step every env; finished episodes are reset at once with seeds from `rng`.
+
+        Returns next `obs` (already reset where an episode ended), `reward`,
+        `terminated`, `truncated`, `final_obs` (the true last observation, where
+        an episode ended) and the returns/lengths of the episodes that ended.
+        """
+        n = self.num_envs
+        reward = np.zeros(n)
+        terminated = np.zeros(n, bool)
+        truncated = np.zeros(n, bool)
+        final_obs = np.zeros((n, self.obs_dim))
+        ep_returns, ep_lengths = [], []
+        clipped = np.clip(actions, self.act_low, self.act_high)
+        for i, env in enumerate(self.envs):
+            obs, r, term, trunc, _ = env.step(clipped[i].astype(np.float32))
+            self.elapsed[i] += 1
+            self.ep_return[i] += r
+            reward[i] = r
+            terminated[i] = term
+            truncated[i] = (trunc or self.elapsed[i] >= self.max_steps) and not term
+            self.obs[i] = np.ravel(obs)
+            if term or truncated[i]:
+                final_obs[i] = self.obs[i]
+                ep_returns.append(self.ep_return[i])
+                ep_lengths.append(int(self.elapsed[i]))
+                self._reset_one(i, rng)
+        return {"obs": self.obs.copy(), "reward": reward, "terminated": terminated,
+                "truncated": truncated, "final_obs": final_obs,
+                "ep_returns": ep_returns, "ep_lengths": ep_lengths}
+
+    # -- exact save/restore (MuJoCo tasks): mjSTATE_INTEGRATION, not just qpos/qvel --
+    def state(self) -> dict:
+        import mujoco
+
+        sim = []
+        for env in self.envs:
+            if not hasattr(env, "data"):
+                raise ConfigError(f"{self.env_id!r} is not a MuJoCo task: its state cannot be snapshotted exactly")
+            size = mujoco.mj_stateSize(env.model, mujoco.mjtState.mjSTATE_INTEGRATION)
+            buf = np.empty(size)
+            mujoco.mj_getState(env.model, env.data, buf, mujoco.mjtState.mjSTATE_INTEGRATION)
+            sim.append(buf)
+        return {"sim": np.stack(sim), "obs": self.obs.copy(), "elapsed": self.elapsed.copy(),
+                "ep_return": self.ep_return.copy()}
+
+    def load(self, state: dict) -> None:
+        import mujoco
+
+        for env, buf in zip(self.envs, np.asarray(state["sim"])):
+            mujoco.mj_setState(env.model, env.data, np.ascontiguousarray(buf), mujoco.mjtState.mjSTATE_INTEGRATION)
+            mujoco.mj_forward(env.model, env.data)
+        self.obs = np.array(state["obs"], np.float64)
+        self.elapsed = np.array(state["elapsed"], np.int64)
+        self.ep_return = np.array(state["ep_return"], np.float64)
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()

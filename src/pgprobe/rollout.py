@@ -1,0 +1,88 @@
+"""Collect state-action pairs with a Gaussian policy, and estimate advantages with GAE."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .envs import VecEnv
+from .nets import ObsNormalizer, PolicyWeights, RewardScaler
+
+
+@dataclass
+class Batch:
+    """One iteration's pairs, time-major (T, N). `obs` is normalised, as the policy saw it.
+
+    `next_obs[t]` is the observation that follows step t within the same episode
+    (the true final observation where the episode was truncated); the value of it
+    bootstraps the return where `continues` is False but `terminated` is too.
+    """
+
+    obs: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray          # raw env rewards
+    train_rewards: np.ndarray    # after scaling/clipping: what the algorithm optimises
+    terminated: np.ndarray
+    continues: np.ndarray        # False where an episode ended or the batch was cut
+    next_obs: np.ndarray         # normalised; only read where continues is False
+    ep_returns: list = field(default_factory=list)
+    ep_lengths: list = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return self.obs.shape[0] * self.obs.shape[1]
+
+    def flat(self, name: str) -> np.ndarray:
+        x = getattr(self, name)
+        return x.reshape(self.size, *x.shape[2:])
+
+
+def collect(venv: VecEnv, weights: PolicyWeights, obs_norm: ObsNormalizer, reward_scaler: RewardScaler,
+            rng: np.random.Generator, steps_per_env: int) -> Batch:
+    """Run the policy for `steps_per_env` steps in each env: one batched forward per step."""
+    n, t_max = venv.num_envs, steps_per_env
+    obs_b = np.zeros((t_max, n, venv.obs_dim))
+    act_b = np.zeros((t_max, n, venv.act_dim))
+    rew_b, trew_b = np.zeros((t_max, n)), np.zeros((t_max, n))
+    term_b, cont_b = np.zeros((t_max, n), bool), np.zeros((t_max, n), bool)
+    next_b = np.zeros((t_max, n, venv.obs_dim))
+    std = np.exp(weights.log_std[0])
+    ep_returns, ep_lengths = [], []
+    obs = obs_norm(venv.obs, update=True)
+    for t in range(t_max):
+        mean = weights.mean(obs[None])[0]
+        action = mean + std * rng.standard_normal(mean.shape)
+        out = venv.step(action, rng)
+        done = out["terminated"] | out["truncated"]
+        obs_b[t], act_b[t], rew_b[t] = obs, action, out["reward"]
+        trew_b[t] = reward_scaler(out["reward"], done)
+        term_b[t], cont_b[t] = out["terminated"], ~done
+        ep_returns += out["ep_returns"]
+        ep_lengths += out["ep_lengths"]
+        if done.any():
+            next_b[t, done] = obs_norm(out["final_obs"][done])
+        obs = obs_norm(out["obs"], update=True)
+    # the batch is cut mid-episode: bootstrap from the observation that follows
+    open_at_end = cont_b[-1].copy()
+    next_b[-1, open_at_end] = obs[open_at_end]
+    cont_b[-1] = False
+    return Batch(obs_b, act_b, rew_b, trew_b, term_b, cont_b, next_b, ep_returns, ep_lengths)
+
+
+def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,
+        continues: np.ndarray, gamma: float, lam: float) -> tuple[np.ndarray, np.ndarray]:
+    """Generalised advantage estimation over (T, N) arrays.
+
+    values[t] = V(s_t); next_values[t] = V(s_{t+1}) for the same episode (ignored after a
+    termination, where the next value is 0).  The recursion is cut where `continues` is
+    False; after a truncation or at the end of the batch the value bootstraps the return.
+    Returns (advantages, value targets = advantages + values).
+    """
+    boot = np.where(terminated, 0.0, next_values)
+    delta = rewards + gamma * boot - values
+    adv = np.zeros_like(values)
+    running = np.zeros(values.shape[1:])
+    for t in reversed(range(values.shape[0])):
+        running = delta[t] + gamma * lam * continues[t] * running
+        adv[t] = running
+    return adv, adv + values

@@ -18,7 +18,7 @@ import xarray as xr
 from . import __version__
 from .errors import ArtifactError
 
-SEP = "."
+SEP = "__"
 _PACKAGES = ("torch", "numpy", "gymnasium", "mujoco", "xarray", "netCDF4")
 
 

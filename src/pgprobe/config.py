@@ -73,6 +73,28 @@ def validate(cfg: dict) -> None:
     if t["steps_per_iter"] % t["num_envs"]:
         raise ConfigError(f"params: train.steps_per_iter ({t['steps_per_iter']}) must be a multiple "
                           f"of train.num_envs ({t['num_envs']})")
+    _check_figures(cfg)
+
+
+def _check_figures(cfg: dict) -> None:
+    """Every figure names a known env and algo, and probes only iterations that training snapshots."""
+    from .envs import check_env_id
+
+    t = cfg["train"]
+    for fig, f in cfg.get("figures", {}).items():
+        if f["algo"] not in cfg["algos"]:
+            raise ConfigError(f"params: figures.{fig}.algo: no algorithm {f['algo']!r} in algos "
+                              f"({', '.join(cfg['algos'])})")
+        try:
+            check_env_id(f["env"])
+        except ConfigError as exc:
+            raise ConfigError(f"params: figures.{fig}.env: {exc}") from None
+        for it in f["iterations"]:
+            if it % t["save_every"] or it >= t["iterations"]:
+                raise ConfigError(
+                    f"params: figures.{fig}.iterations: {it} is not a saved training iteration "
+                    f"(snapshots are at multiples of train.save_every={t['save_every']} "
+                    f"below train.iterations={t['iterations']})")
 
 
 def algo_names(cfg: dict) -> list[str]:

@@ -118,6 +118,9 @@ class PolicyWeights:
         layers = [(lin[j], lin[j + 1][:, None, :]) for j in range(0, len(lin), 2)]
         return cls(layers, named["log_std"])
 
+    def select(self, rows) -> "PolicyWeights":
+        return PolicyWeights([(w[rows], b[rows]) for w, b in self.layers], self.log_std[rows])
+
     def mean(self, obs: np.ndarray) -> np.ndarray:
         """obs (K, B, obs_dim) -> action means (K, B, act_dim)."""
         x = obs

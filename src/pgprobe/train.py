@@ -17,14 +17,13 @@ import torch
 import xarray as xr
 
 from . import artifacts
-from .algos import common, ppo, trpo
+from .algos import KINDS, common
 from .envs import VecEnv
 from .errors import ArtifactError
 from .nets import GaussianPolicy, ObsNormalizer, PolicyWeights, RewardScaler, ValueNet, flat_params
 from .rollout import collect
 
 log = logging.getLogger("pgprobe.train")
-UPDATES = {"ppo": ppo.update_policy, "trpo": trpo.update_policy}
 LOG_VARS = {
     "return_mean": "mean undiscounted return of episodes completed in the iteration",
     "return_median": "median undiscounted return of episodes completed in the iteration",
@@ -87,7 +86,7 @@ class Trainer:
         theta_before = flat_params(self.policy)
         entropy = self.policy.entropy().item()
         value_loss = common.fit_value(self.value, self.value_opt, data, self.a, self.rng)
-        extra = UPDATES[self.a["kind"]](self.policy, self.policy_opt, data, self.a, self.rng)
+        extra = KINDS[self.a["kind"]].update_policy(self.policy, self.policy_opt, data, self.a, self.rng)
         stats = {
             "return_mean": float(np.mean(batch.ep_returns)) if batch.ep_returns else np.nan,
             "return_median": float(np.median(batch.ep_returns)) if batch.ep_returns else np.nan,
@@ -164,7 +163,7 @@ def save_snapshot(trainer: Trainer, out: Path, rows: list[dict]) -> Path:
     state = trainer.state()
     if rows:
         state["log"] = {k: np.array([r[k] for r in rows], np.float64) for k in rows[0]}
-    ds = artifacts.tree_to_dataset(state, prefix="state.")
+    ds = artifacts.tree_to_dataset(state, prefix="state__")
     ds.attrs.update(artifacts.provenance("snapshot", {**trainer.agent, "seed": trainer.seed}))
     return artifacts.write_nc(ds, snapshot_path(out, trainer.iteration))
 
@@ -177,7 +176,7 @@ def load_snapshot(trainer: Trainer, path: Path) -> list[dict]:
     if saved != expected:
         raise ArtifactError(f"{path} was written for other parameters than this agent's; "
                             "delete it or train into another directory")
-    tree = artifacts.dataset_to_tree(ds, prefix="state.")
+    tree = artifacts.dataset_to_tree(ds, prefix="state__")
     trainer.load(tree)
     return [dict(zip(tree["log"], vals)) for vals in zip(*tree["log"].values())] if "log" in tree else []
 

@@ -28,3 +28,10 @@ def update_policy(policy, opt: torch.optim.Optimizer, data: TrainData, cfg: dict
             clip_grads(policy, cfg["max_grad_norm"])
             opt.step()
     return {}
+
+
+def objective(policy, data: TrainData, cfg: dict) -> torch.Tensor:
+    """PPO's clipped surrogate over the whole batch (batch-normalised advantages): what landscapes plot."""
+    ratio = torch.exp(policy.log_prob(data.obs, data.actions) - data.logp_old)
+    clipped = ratio.clamp(1.0 - cfg["clip_eps"], 1.0 + cfg["clip_eps"]) * data.advantages
+    return torch.minimum(ratio * data.advantages, clipped).mean()

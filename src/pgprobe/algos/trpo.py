@@ -72,3 +72,8 @@ def update_policy(policy, opt, data: TrainData, cfg: dict, rng: np.random.Genera
                 return {"step_fraction": frac}
         set_flat_params(policy, theta)
     return {"step_fraction": 0.0}
+
+
+def objective(policy, data: TrainData, cfg: dict) -> torch.Tensor:
+    """TRPO's surrogate: the importance-sampled mean advantage."""
+    return surrogate(policy, data)

@@ -1,0 +1,89 @@
+"""True reward of many policies at once: complete episodes, common random numbers, batched forward.
+
+Every policy (a row of `flats`) runs `envs_per_policy` environments.  Environment
+slot m uses the same episode seeds and the same action-noise stream for every
+policy (common random numbers), so differences between policies are not swamped
+by sampling noise.  Each slot starts episodes until it has taken `min_steps`
+steps and then finishes the episode it is in: every return is of a complete
+episode, and the mean is not biased towards short episodes by a cut-off.
+"""
+from __future__ import annotations
+
+import math
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+from .envs import VecEnv
+
+
+def episode_returns(env_id: str, weights, obs_mean: np.ndarray, obs_std: np.ndarray, obs_clip,
+                    min_steps: int, envs_per_policy: int, seed: int) -> list[list[float]]:
+    """Returns, per policy, the list of complete-episode returns.  `weights` is a PolicyWeights of K."""
+    k, m = weights.log_std.shape[0], envs_per_policy
+    venv = VecEnv(env_id, k * m)
+    slot_rngs = [np.random.default_rng([seed, j]) for j in range(m)]
+    episode_seeds = [[] for _ in range(m)]  # episode i of slot j -> the same seed for every policy
+
+    def seed_for(j: int, i: int) -> int:
+        while len(episode_seeds[j]) <= i:
+            episode_seeds[j].append(int(slot_rngs[j].integers(2**31 - 1)))
+        return episode_seeds[j][i]
+
+    noise_rng = np.random.default_rng([seed, m, 1])
+    env_i = np.arange(k * m)
+    slot = env_i % m
+    episode_idx = np.zeros(k * m, np.int64)
+    steps = np.zeros(k * m, np.int64)
+    active = np.ones(k * m, bool)
+    returns: list[list[float]] = [[] for _ in range(k)]
+    obs = np.zeros((k * m, venv.obs_dim))
+    for e in env_i:
+        obs[e] = _reset(venv, e, seed_for(slot[e], 0))
+    std = np.exp(weights.log_std)[:, None, :]
+    while active.any():
+        x = (obs - obs_mean) / obs_std
+        if obs_clip:
+            x = np.clip(x, -obs_clip, obs_clip)
+        mean = weights.mean(x.reshape(k, m, -1))
+        noise = noise_rng.standard_normal((1, m, venv.act_dim))
+        actions = (mean + std * noise).reshape(k * m, -1)
+        for e in np.flatnonzero(active):
+            env = venv.envs[e]
+            o, r, term, trunc, _ = env.step(np.clip(actions[e], venv.act_low, venv.act_high).astype(np.float32))
+            venv.elapsed[e] += 1
+            venv.ep_return[e] += r
+            steps[e] += 1
+            obs[e] = np.ravel(o)
+            if term or trunc or venv.elapsed[e] >= venv.max_steps:
+                returns[e // m].append(float(venv.ep_return[e]))
+                if steps[e] >= min_steps:
+                    active[e] = False
+                else:
+                    episode_idx[e] += 1
+                    obs[e] = _reset(venv, e, seed_for(slot[e], episode_idx[e]))
+    venv.close()
+    return returns
+
+
+def _reset(venv: VecEnv, e: int, seed: int) -> np.ndarray:
+    o, _ = venv.envs[e].reset(seed=seed)
+    venv.elapsed[e] = 0
+    venv.ep_return[e] = 0.0
+    return np.ravel(o)
+
+
+def parallel_episode_returns(env_id: str, weights, obs_mean, obs_std, obs_clip, min_steps: int,
+                             envs_per_policy: int, seed: int, workers: int) -> list[list[float]]:
+    """`episode_returns` with the policies split across worker processes (same numbers as one process)."""
+    k = weights.log_std.shape[0]
+    if workers <= 1 or k == 1:
+        return episode_returns(env_id, weights, obs_mean, obs_std, obs_clip, min_steps, envs_per_policy, seed)
+    chunk = math.ceil(k / workers)
+    parts = [weights.select(slice(i, i + chunk)) for i in range(0, k, chunk)]
+    import multiprocessing as mp
+
+    with ProcessPoolExecutor(len(parts), mp_context=mp.get_context("spawn")) as pool:
+        futures = [pool.submit(episode_returns, env_id, w, obs_mean, obs_std, obs_clip, min_steps,
+                               envs_per_policy, seed) for w in parts]
+        return [r for f in futures for r in f.result()]

@@ -1,0 +1,18 @@
+def fig6_probes(wildcards):
+    f = config["figures"]["fig6"]
+    return [stages.probe_path(wildcards.run, "landscape", env, algo, seed, it)
+            for env, algo, seed in stages.figure_agents(config, "fig6") for it in f["iterations"]]
+
+
+rule aggregate_fig6:
+    """All landscape probes of fig 6, stacked on (seed, iteration)."""
+    input:
+        fig6_probes,
+    output:
+        "data/{run}/aggregates/fig6.nc",
+    params:
+        slice=keys_slice("aggregate_fig6"),
+    log:
+        "logs/{run}/aggregate/fig6.log",
+    shell:
+        "pgprobe aggregate fig6 --out {output} {input} 2> {log}"

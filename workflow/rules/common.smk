@@ -1,0 +1,34 @@
+# Shared by every rule: validated params, the run name, the params/overlay arguments of the CLI.
+import sys
+from pathlib import Path
+
+from pgprobe import config as pgconfig
+from pgprobe import stages
+from pgprobe.errors import ConfigError
+
+validate(config, "../schemas/params.schema.yaml")
+try:
+    pgconfig.validate(config)
+except ConfigError as exc:
+    sys.exit(f"pgprobe: error: {exc}")
+if workflow.config_settings.config:
+    sys.exit("pgprobe: error: --config overrides are not seen by the jobs; put them in an overlay "
+             "file and pass it with --configfile")
+
+RUN = config["run"]
+OVERLAYS = [os.path.relpath(p) for p in workflow.overwrite_configfiles]
+PARAMS = "--params params.yaml" + "".join(f" --overlay {o}" for o in OVERLAYS)
+
+
+def keys_slice(stage):
+    """Snakemake params (a rerun trigger): the stage's params values and its source files' hash."""
+    def get(wildcards):
+        keys = stages.stage_keys(config, stage, wildcards.get("env", ""), wildcards.get("algo", ""))
+        return stages.params_slice(config, keys) + " code=" + stages.code_hash(stage)
+    return get
+
+
+wildcard_constraints:
+    run=r"[A-Za-z0-9_.-]+",
+    seed=r"\d+",
+    iteration=r"\d{6}",

@@ -1,6 +1,6 @@
 # pgprobe: train -> checkpoint -> probe -> aggregate -> figure.
 #   snakemake --cores 32 figures/fig6.pdf                                   (paper scale)
-#   snakemake --cores 2 --configfile config/quick.yaml figures/quick/fig6.pdf  (a laptop)
+#   snakemake --cores 2 figures/quick/fig6.pdf --configfile config/quick.yaml  (a laptop)
 # The DAG, params keys and source files of every stage live in src/pgprobe/stages.py;
 # dvc.yaml is generated from the same module (`pgprobe dvc-yaml`).
 from snakemake.utils import validate

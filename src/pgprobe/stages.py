@@ -122,7 +122,7 @@ def plan(cfg: dict, figs=FIGURES, params_file: str = "params.yaml", overlays=())
             tag = f"{env}/{algo}/seed{seed}"
             jobs.setdefault(f"train@{tag}", Job(
                 "train", f"train@{tag}",
-                f"pgprobe train {p} --env {env} --algo {algo} --seed {seed} --out {adir} --quiet",
+                f"pgprobe train {p} --env {env} --algo {algo} --seed {seed} --out {adir}",
                 code_files("train"), [f"{adir}/train.nc", f"{adir}/snapshots"],
                 stage_keys(cfg, "train", env, algo), dict(env=env, algo=algo, seed=seed)))
             for it in f["iterations"]:

@@ -214,7 +214,7 @@ def run(agent: dict, seed: int, out: Path, stop_at: int | None = None, progress:
     logger.info("agent %s/%s seed %d: %s at iteration %d of %d", agent["env"], agent["algo"], seed,
                 f"resumed from {snap.name}" if snap else "started", trainer.iteration, total)
     bar = tqdm(total=total, initial=trainer.iteration, desc=f"train {agent['env']} {agent['algo']} s{seed}",
-               disable=not progress, unit="it")
+               disable=not progress, unit="it", mininterval=2.0)
     while trainer.iteration < end:
         if trainer.iteration % every == 0:
             save_snapshot(trainer, out, rows)

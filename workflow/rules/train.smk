@@ -11,4 +11,4 @@ rule train:
         "logs/{run}/train/{env}/{algo}/seed{seed}.log",
     shell:
         "pgprobe train {params.args} --env {wildcards.env} --algo {wildcards.algo} --seed {wildcards.seed} "
-        "--out {params.out} --quiet 2> {log}"
+        "--out {params.out} 2> {log}"

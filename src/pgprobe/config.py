@@ -67,13 +67,25 @@ def validate(cfg: dict) -> None:
                 raise ConfigError(f"params: env_overrides.{env}.{name}: no algorithm {name!r} in algos")
             merged = deep_merge(cfg["algos"][name], per_algo[name])
             for err in jsonschema.Draft202012Validator(algo_schema).iter_errors(merged):
-                where = ".".join(str(p) for p in err.absolute_path)
-                raise ConfigError(f"params: env_overrides.{env}.{name}.{where}: {err.message}")
+                where = ".".join([f"env_overrides.{env}.{name}", *map(str, err.absolute_path)])
+                raise ConfigError(f"params: {where}: {err.message}")
     t = cfg["train"]
     if t["steps_per_iter"] % t["num_envs"]:
         raise ConfigError(f"params: train.steps_per_iter ({t['steps_per_iter']}) must be a multiple "
                           f"of train.num_envs ({t['num_envs']})")
+    _check_minibatches(cfg)
     _check_figures(cfg)
+
+
+def _check_minibatches(cfg: dict) -> None:
+    n = cfg["train"]["steps_per_iter"]
+    for env in [None, *cfg.get("env_overrides", {})]:
+        for name in cfg["algos"]:
+            mb = agent_config(cfg, env, name)["algo_cfg"]["minibatches"]
+            if n // mb < 2:
+                where = f"env_overrides.{env}.{name}" if env and name in cfg["env_overrides"][env] else f"algos.{name}"
+                raise ConfigError(f"params: {where}.minibatches: {mb} minibatches leave fewer than 2 pairs each "
+                                  f"(train.steps_per_iter={n})")
 
 
 def _check_figures(cfg: dict) -> None:

@@ -61,7 +61,7 @@ def collect(venv: VecEnv, weights: PolicyWeights, obs_norm: ObsNormalizer, rewar
         ep_lengths += out["ep_lengths"]
         if done.any():
             next_b[t, done] = obs_norm(out["final_obs"][done])
-        obs = obs_norm(out["obs"], update=True)
+        obs = obs_norm(out["obs"], update=t < t_max - 1)  # the last one is counted next iteration
     # the batch is cut mid-episode: bootstrap from the observation that follows
     open_at_end = cont_b[-1].copy()
     next_b[-1, open_at_end] = obs[open_at_end]

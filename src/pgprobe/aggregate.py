@@ -35,7 +35,8 @@ def landscapes(probe_files: list[Path], fig: str) -> xr.Dataset:
     keep_attrs = ("env", "algo", "direction_norm", "perturb_log_std", "samples_per_point", "agent_batch",
                   "many_samples")
     out.attrs.update({k: first.attrs[k] for k in keep_attrs})
-    out.attrs.update(artifacts.provenance(f"aggregate_{fig}", {"inputs": [str(p) for p in probe_files]}))
+    out.attrs.update(artifacts.provenance(f"aggregate_{fig}", {"inputs": [str(p) for p in probe_files]},
+                                         f"aggregate_{fig}"))
     out.attrs["run"] = Path(probe_files[0]).parts[1] if len(Path(probe_files[0]).parts) > 1 else ""
     return out
 

@@ -6,7 +6,6 @@ the same inputs give the same bytes.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from importlib import metadata
@@ -22,18 +21,15 @@ SEP = "__"
 _PACKAGES = ("torch", "numpy", "gymnasium", "mujoco", "xarray", "netCDF4")
 
 
-def code_version() -> str:
-    """Package version + hash of every source file of the package (changes when the code does)."""
-    root = Path(__file__).parent
-    h = hashlib.sha256()
-    for f in sorted(root.rglob("*.py")):
-        h.update(str(f.relative_to(root)).encode())
-        h.update(f.read_bytes())
-    return f"{__version__}+{h.hexdigest()[:12]}"
+def code_version(stage: str) -> str:
+    """Package version + hash of the source files the stage depends on (see stages.CODE)."""
+    from .stages import code_hash
+
+    return f"{__version__}+{code_hash(stage)}"
 
 
-def provenance(kind: str, params: dict) -> dict:
-    """Attrs for an artifact: its kind, code version, package versions and the params it was made from."""
+def provenance(kind: str, params: dict, stage: str) -> dict:
+    """Attrs for an artifact: its kind, the code version of its stage, package versions, its params."""
     versions = {}
     for name in _PACKAGES:
         try:
@@ -42,7 +38,7 @@ def provenance(kind: str, params: dict) -> dict:
             versions[name] = "absent"
     return {
         "pgprobe_kind": kind,
-        "pgprobe_code": code_version(),
+        "pgprobe_code": code_version(stage),
         "packages": json.dumps(versions, sort_keys=True),
         "params": json.dumps(params, sort_keys=True),
     }

@@ -42,7 +42,7 @@ def make(agent: dict, seed: int, iteration: int, train_dir: Path, out: Path) -> 
         "stats": {k: np.float64(v) for k, v in stats.items() if not k.startswith("_")},
     }
     ds = artifacts.tree_to_dataset(tree, prefix="ckpt__")
-    ds.attrs.update(artifacts.provenance("checkpoint", {**agent, "seed": seed}))
+    ds.attrs.update(artifacts.provenance("checkpoint", {**agent, "seed": seed}, "checkpoint"))
     ds.attrs.update({"env": agent["env"], "algo": agent["algo"], "seed": seed, "iteration": iteration,
                      "obs_dim": trainer.venv.obs_dim, "act_dim": trainer.venv.act_dim})
     trainer.venv.close()

@@ -164,7 +164,7 @@ def save_snapshot(trainer: Trainer, out: Path, rows: list[dict]) -> Path:
     if rows:
         state["log"] = {k: np.array([r[k] for r in rows], np.float64) for k in rows[0]}
     ds = artifacts.tree_to_dataset(state, prefix="state__")
-    ds.attrs.update(artifacts.provenance("snapshot", {**trainer.agent, "seed": trainer.seed}))
+    ds.attrs.update(artifacts.provenance("snapshot", {**trainer.agent, "seed": trainer.seed}, "train"))
     return artifacts.write_nc(ds, snapshot_path(out, trainer.iteration))
 
 
@@ -186,7 +186,7 @@ def log_dataset(rows: list[dict], trainer: Trainer) -> xr.Dataset:
     ds = xr.Dataset(coords={"iteration": ("iteration", iters, {"long_name": "training iteration t (update t takes theta_t to theta_t+1)"})})
     for name, desc in LOG_VARS.items():
         ds[name] = ("iteration", np.array([r[name] for r in rows], dtype=np.float64), {"long_name": desc})
-    ds.attrs.update(artifacts.provenance("train_log", {**trainer.agent, "seed": trainer.seed}))
+    ds.attrs.update(artifacts.provenance("train_log", {**trainer.agent, "seed": trainer.seed}, "train"))
     ds.attrs.update({"env": trainer.agent["env"], "algo": trainer.agent["algo"], "seed": trainer.seed})
     return ds
 

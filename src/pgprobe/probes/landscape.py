@@ -141,7 +141,8 @@ def _dataset(ckpt, cfg, regimes, xs, ys, steps, direction, surr, rewards) -> xr.
         coords={"regime": list(regimes), "x": ("x", xs, {"units": "full steps"}),
                 "y": ("y", ys, {"units": "random-direction units"})},
     )
-    ds.attrs.update(artifacts.provenance("probe_landscape", {"probe": cfg, "agent": ckpt.agent, "seed": ckpt.seed}))
+    ds.attrs.update(artifacts.provenance("probe_landscape", {"probe": cfg, "agent": ckpt.agent, "seed": ckpt.seed},
+                                         "probe_landscape"))
     ds.attrs.update({"env": ckpt.agent["env"], "algo": ckpt.agent["algo"], "seed": ckpt.seed,
                      "iteration": ckpt.iteration, "direction_norm": cfg["direction_norm"],
                      "perturb_log_std": int(cfg["perturb_log_std"]), "samples_per_point": cfg["samples_per_point"],

@@ -233,7 +233,7 @@ def test_trpo_full_step_has_quadratic_kl_equal_to_max_kl(hopper_setup):
     cfg, pol0, data = hopper_setup
     pol = copy.deepcopy(pol0)
     acfg = {**cfg["algos"]["trpo"], "max_kl": 0.02, "fisher_frac": 1.0, "cg_iters": 30}
-    step = trpo.natural_step(pol, data, acfg, np.random.default_rng(2)).detach()
+    step = trpo.natural_step(pol, data, acfg, np.random.default_rng(2))[0].detach()
     fvp = trpo.fisher_vector_product(pol, data.obs, acfg["damping"])
     assert (0.5 * step @ fvp(step)).item() == pytest.approx(acfg["max_kl"], rel=1e-3)
     # the step points along the natural gradient: (F + damping) step is parallel to the surrogate gradient
@@ -251,7 +251,7 @@ def test_trpo_line_search_backtracks_to_the_kl_limit(hopper_setup):
     probe = copy.deepcopy(pol0)
     theta = flat_params(probe).clone()
     # update_policy draws its Fisher subsample first, so the same generator seed gives the same step
-    step = trpo.natural_step(probe, data, acfg, np.random.default_rng(3)).detach()
+    step = trpo.natural_step(probe, data, acfg, np.random.default_rng(3))[0].detach()
 
     def kl_and_surr(frac):
         set_flat_params(probe, theta + frac * step)
@@ -322,3 +322,15 @@ def test_fit_value_reduces_loss(hopper_setup):
     with torch.no_grad():
         after = (val(data.obs) - data.returns).pow(2).mean().item()
     assert after < before
+
+
+def test_trpo_line_search_requires_a_fraction_of_the_predicted_improvement(hopper_setup):
+    """accept_ratio: a step is taken only if it realises that fraction of g . step; none can realise 10^6x."""
+    cfg, pol0, data = hopper_setup
+    pol = copy.deepcopy(pol0)
+    out = trpo.update_policy(pol, None, data, {**cfg["algos"]["trpo"], "accept_ratio": 1e6}, np.random.default_rng(4))
+    assert out["step_fraction"] == 0.0
+    torch.testing.assert_close(flat_params(pol), flat_params(pol0))
+    pol = copy.deepcopy(pol0)
+    out = trpo.update_policy(pol, None, data, {**cfg["algos"]["trpo"], "accept_ratio": 0.1}, np.random.default_rng(4))
+    assert out["step_fraction"] > 0.0

@@ -230,6 +230,7 @@ def run(agent: dict, seed: int, out: Path, stop_at: int | None = None, progress:
         save_snapshot(trainer, out, rows)
     if trainer.iteration < total:
         logger.info("stopped at iteration %d (stop_at); no train.nc written", trainer.iteration)
+        trainer.venv.close()
         return None
     path = artifacts.write_nc(log_dataset(rows, trainer), out / "train.nc")
     logger.info("wrote %s", path)

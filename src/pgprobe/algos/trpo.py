@@ -46,8 +46,8 @@ def conjugate_gradient(matvec, b: torch.Tensor, iters: int, tol: float = 1e-10) 
     return x
 
 
-def natural_step(policy, data: TrainData, cfg: dict, rng: np.random.Generator) -> torch.Tensor:
-    """The full step s * sqrt(2 max_kl / s^T F s), s = F^-1 g."""
+def natural_step(policy, data: TrainData, cfg: dict, rng: np.random.Generator):
+    """(full step s * sqrt(2 max_kl / s^T F s) with s = F^-1 g, surrogate gradient g)."""
     params = list(policy.parameters())
     g = flat_grad(surrogate(policy, data), params)
     k = max(1, int(round(cfg["fisher_frac"] * data.n)))
@@ -55,11 +55,14 @@ def natural_step(policy, data: TrainData, cfg: dict, rng: np.random.Generator) -
     fvp = fisher_vector_product(policy, data.obs[idx], cfg["damping"])
     s = conjugate_gradient(fvp, g, cfg["cg_iters"])
     shs = (s @ fvp(s)).clamp_min(1e-12)
-    return s * torch.sqrt(2 * cfg["max_kl"] / shs)
+    return s * torch.sqrt(2 * cfg["max_kl"] / shs), g
 
 
 def update_policy(policy, opt, data: TrainData, cfg: dict, rng: np.random.Generator) -> dict:
-    step = natural_step(policy, data, cfg, rng).detach()
+    """Backtrack from the full step: accept the first fraction within max_kl whose improvement is
+    at least `accept_ratio` of the linear prediction g . step (as the authors' code does)."""
+    step, g = natural_step(policy, data, cfg, rng)
+    step, expected = step.detach(), (g @ step).item()
     theta = flat_params(policy)
     with torch.no_grad():
         surr_old = surrogate(policy, data).item()
@@ -68,7 +71,8 @@ def update_policy(policy, opt, data: TrainData, cfg: dict, rng: np.random.Genera
             set_flat_params(policy, theta + frac * step)
             mean, log_std = policy(data.obs)
             kl = gaussian_kl(data.mean_old, data.log_std_old, mean, log_std).mean().item()
-            if kl <= cfg["max_kl"] and surrogate(policy, data).item() > surr_old:
+            improvement = surrogate(policy, data).item() - surr_old
+            if kl <= cfg["max_kl"] and improvement > 0 and improvement > cfg["accept_ratio"] * frac * expected:
                 return {"step_fraction": frac}
         set_flat_params(policy, theta)
     return {"step_fraction": 0.0}

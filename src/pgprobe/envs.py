@@ -78,16 +78,11 @@ class VecEnv:
         truncated = np.zeros(n, bool)
         final_obs = np.zeros((n, self.obs_dim))
         ep_returns, ep_lengths = [], []
-        clipped = np.clip(actions, self.act_low, self.act_high)
-        for i, env in enumerate(self.envs):
-            obs, r, term, trunc, _ = env.step(clipped[i].astype(np.float32))
-            self.elapsed[i] += 1
-            self.ep_return[i] += r
-            reward[i] = r
-            terminated[i] = term
-            truncated[i] = (trunc or self.elapsed[i] >= self.max_steps) and not term
-            self.obs[i] = np.ravel(obs)
-            if term or truncated[i]:
+        clipped = np.clip(actions, self.act_low, self.act_high).astype(np.float32)
+        for i in range(n):
+            r, term, ended = self.step_one(i, clipped[i])
+            reward[i], terminated[i], truncated[i] = r, term, ended and not term
+            if ended:
                 final_obs[i] = self.obs[i]
                 ep_returns.append(self.ep_return[i])
                 ep_lengths.append(int(self.elapsed[i]))
@@ -95,6 +90,17 @@ class VecEnv:
         return {"obs": self.obs.copy(), "reward": reward, "terminated": terminated,
                 "truncated": truncated, "final_obs": final_obs,
                 "ep_returns": ep_returns, "ep_lengths": ep_lengths}
+
+    def step_one(self, i: int, action: np.ndarray) -> tuple[float, bool, bool]:
+        """Step env i with an already clipped float32 action: (reward, terminated, episode ended).
+
+        Updates self.obs[i], the step counter and the running return; does not reset.
+        """
+        obs, r, term, trunc, _ = self.envs[i].step(action)
+        self.elapsed[i] += 1
+        self.ep_return[i] += r
+        self.obs[i] = obs
+        return r, term, term or trunc or self.elapsed[i] >= self.max_steps
 
     # -- exact save/restore (MuJoCo tasks): mjSTATE_INTEGRATION, not just qpos/qvel --
     def state(self) -> dict:

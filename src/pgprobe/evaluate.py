@@ -19,7 +19,10 @@ from .envs import VecEnv
 
 def episode_returns(env_id: str, weights, obs_mean: np.ndarray, obs_std: np.ndarray, obs_clip,
                     min_steps: int, envs_per_policy: int, seed: int) -> list[list[float]]:
-    """Returns, per policy, the list of complete-episode returns.  `weights` is a PolicyWeights of K."""
+    """Returns, per policy, the list of complete-episode returns.  `weights` is a PolicyWeights of K.
+
+    `min_steps` is per environment slot: a policy takes at least min_steps * envs_per_policy steps.
+    """
     k, m = weights.log_std.shape[0], envs_per_policy
     venv = VecEnv(env_id, k * m)
     slot_rngs = [np.random.default_rng([seed, j]) for j in range(m)]
@@ -37,9 +40,9 @@ def episode_returns(env_id: str, weights, obs_mean: np.ndarray, obs_std: np.ndar
     steps = np.zeros(k * m, np.int64)
     active = np.ones(k * m, bool)
     returns: list[list[float]] = [[] for _ in range(k)]
-    obs = np.zeros((k * m, venv.obs_dim))
     for e in env_i:
-        obs[e] = _reset(venv, e, seed_for(slot[e], 0))
+        _reset(venv, e, seed_for(slot[e], 0))
+    obs = venv.obs
     std = np.exp(weights.log_std)[:, None, :]
     while active.any():
         x = (obs - obs_mean) / obs_std
@@ -47,30 +50,27 @@ def episode_returns(env_id: str, weights, obs_mean: np.ndarray, obs_std: np.ndar
             x = np.clip(x, -obs_clip, obs_clip)
         mean = weights.mean(x.reshape(k, m, -1))
         noise = noise_rng.standard_normal((1, m, venv.act_dim))
-        actions = (mean + std * noise).reshape(k * m, -1)
+        actions = np.clip((mean + std * noise).reshape(k * m, -1), venv.act_low, venv.act_high)
+        actions = actions.astype(np.float32)
         for e in np.flatnonzero(active):
-            env = venv.envs[e]
-            o, r, term, trunc, _ = env.step(np.clip(actions[e], venv.act_low, venv.act_high).astype(np.float32))
-            venv.elapsed[e] += 1
-            venv.ep_return[e] += r
+            _, _, ended = venv.step_one(e, actions[e])
             steps[e] += 1
-            obs[e] = np.ravel(o)
-            if term or trunc or venv.elapsed[e] >= venv.max_steps:
+            if ended:
                 returns[e // m].append(float(venv.ep_return[e]))
                 if steps[e] >= min_steps:
                     active[e] = False
                 else:
                     episode_idx[e] += 1
-                    obs[e] = _reset(venv, e, seed_for(slot[e], episode_idx[e]))
+                    _reset(venv, e, seed_for(slot[e], episode_idx[e]))
+        obs = venv.obs
     venv.close()
     return returns
 
 
-def _reset(venv: VecEnv, e: int, seed: int) -> np.ndarray:
-    o, _ = venv.envs[e].reset(seed=seed)
+def _reset(venv: VecEnv, e: int, seed: int) -> None:
+    venv.obs[e], _ = venv.envs[e].reset(seed=seed)
     venv.elapsed[e] = 0
     venv.ep_return[e] = 0.0
-    return np.ravel(o)
 
 
 def parallel_episode_returns(env_id: str, weights, obs_mean, obs_std, obs_clip, min_steps: int,

@@ -1,18 +1,16 @@
 """What a checkpoint holds: the Gaussian MLP policy, the value MLP, running normalisers.
 
 The torch modules are the source of truth for training.  Rollouts use
-`PolicyWeights`, a NumPy snapshot of the policy that evaluates one or many
-parameter vectors for a whole batch of observations with one matmul per layer
-(a torch call per env step costs more than the network itself).
+`PolicyWeights` (policy_np.py), a NumPy snapshot of the policy.
 """
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 from torch import nn
+
+from .policy_np import PolicyWeights  # noqa: F401  (re-exported: the NumPy view of a policy)
 
 LOG_2PI = math.log(2 * math.pi)
 
@@ -92,44 +90,6 @@ def set_flat_params(module: nn.Module, flat: torch.Tensor) -> None:
             n = p.numel()
             p.copy_(flat[i:i + n].view_as(p))
             i += n
-
-
-@dataclass
-class PolicyWeights:
-    """NumPy copy of one or K stacked policies: layers[i] = (W (K,out,in), b (K,1,out))."""
-
-    layers: list[tuple[np.ndarray, np.ndarray]]
-    log_std: np.ndarray  # (K, act_dim)
-
-    @classmethod
-    def from_policy(cls, policy: GaussianPolicy) -> "PolicyWeights":
-        return cls.from_flat(policy, flat_params(policy).numpy()[None])
-
-    @classmethod
-    def from_flat(cls, policy: GaussianPolicy, flats: np.ndarray) -> "PolicyWeights":
-        """K flat parameter vectors (K, P) laid out like `policy.parameters()`."""
-        flats = np.asarray(flats, dtype=np.float64)
-        k, i, named = flats.shape[0], 0, {}
-        for name, p in policy.named_parameters():
-            n = p.numel()
-            named[name] = flats[:, i:i + n].reshape(k, *p.shape)
-            i += n
-        lin = [v for name, v in named.items() if name.startswith("mean.")]
-        layers = [(lin[j], lin[j + 1][:, None, :]) for j in range(0, len(lin), 2)]
-        return cls(layers, named["log_std"])
-
-    def select(self, rows) -> "PolicyWeights":
-        return PolicyWeights([(w[rows], b[rows]) for w, b in self.layers], self.log_std[rows])
-
-    def mean(self, obs: np.ndarray) -> np.ndarray:
-        """obs (K, B, obs_dim) -> action means (K, B, act_dim)."""
-        x = obs
-        last = len(self.layers) - 1
-        for j, (w, b) in enumerate(self.layers):
-            x = np.matmul(x, w.transpose(0, 2, 1)) + b
-            if j < last:
-                np.tanh(x, out=x)
-        return x
 
 
 class RunningMeanStd:

@@ -34,14 +34,15 @@ def random_direction(policy, rng: np.random.Generator, norm: str, perturb_log_st
     norm="unit": the whole vector has l2 norm 1 (the paper).  norm="filter": each
     row of each weight matrix (one output neuron) is rescaled to the norm of the same
     row of the weights, biases get 0 (Li et al. 2018).  The log-std part is zero
-    unless `perturb_log_std`; under "filter" it is scaled to the log-std's own norm.
+    unless `perturb_log_std`; under "filter" it is scaled to the norm of the std vector
+    exp(log_std) (the log-std's own norm is 0 at initialisation, which would leave it unperturbed).
     """
     parts = []
     for name, p in policy.named_parameters():
         d = rng.standard_normal(p.shape)
         w = p.detach().numpy().astype(np.float64)
         if name == "log_std":
-            d = d * (np.linalg.norm(w) / np.linalg.norm(d)) if norm == "filter" else d
+            d = d * (np.linalg.norm(np.exp(w)) / np.linalg.norm(d)) if norm == "filter" else d
             d = d if perturb_log_std else np.zeros_like(d)
         elif norm == "filter":
             if d.ndim == 2:
@@ -108,8 +109,9 @@ def run(ckpt: Checkpoint, cfg: dict, threads: int = 1, progress: bool = True) ->
         thetas = thetas.reshape(-1, theta.size)
         surr.append(surrogate_grid(ckpt, data, thetas).reshape(len(xs), len(ys)))
         weights = PolicyWeights.from_flat(tr.policy, thetas)
+        per_slot = -(-cfg["samples_per_point"] // cfg["envs_per_point"])
         rets = parallel_episode_returns(tr.agent["env"], weights, obs_mean, obs_std, tr.obs_norm.clip
-                                        if tr.obs_norm.enabled else None, cfg["samples_per_point"],
+                                        if tr.obs_norm.enabled else None, per_slot,
                                         cfg["envs_per_point"], cfg["seed"], threads)
         rewards.append(rets)
         steps.append(step)

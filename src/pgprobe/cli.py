@@ -86,6 +86,14 @@ def cmd_dvc_yaml(args) -> None:
         Path(args.out).write_text(text)
 
 
+def cmd_sync_mtimes(args) -> None:
+    from . import config, stages
+
+    cfg = config.load(args.params, args.overlay)
+    n = stages.sync_mtimes(cfg)
+    print(f"pgprobe: set modification times of {n} artifact files in pipeline order")
+
+
 def cmd_info(args) -> None:
     from .artifacts import read_nc
 
@@ -150,6 +158,11 @@ def build_parser() -> argparse.ArgumentParser:
     _params_args(p)
     p.add_argument("--out", default="dvc.yaml")
     p.set_defaults(func=cmd_dvc_yaml)
+
+    p = sub.add_parser("sync-mtimes", help="after `dvc pull`/`dvc checkout`: mtimes in pipeline order, "
+                                           "so Snakemake sees the pulled artifacts as up to date")
+    _params_args(p)
+    p.set_defaults(func=cmd_sync_mtimes)
 
     p = sub.add_parser("info", help="print an artifact's contents and provenance")
     p.add_argument("file")

@@ -152,3 +152,29 @@ def plan(cfg: dict, figs=FIGURES, params_file: str = "params.yaml", overlays=())
             f"pgprobe figure {fig} --aggregate {agg} --out {fig_out}",
             code_files(f"figure_{fig}") + [agg], [fig_out], stage_keys(cfg, f"figure_{fig}"))
     return list(jobs.values())
+
+
+def sync_mtimes(cfg: dict, root: str | Path = ".", figs=FIGURES) -> int:
+    """After `dvc pull`/`dvc checkout`: give artifacts modification times in DAG order.
+
+    DVC does not preserve mtimes, and Snakemake reruns a job whose input is newer than
+    its output whatever the rerun triggers say.  Each job's outputs (and everything in
+    output directories) get a time later than all of its inputs'.  Returns files touched.
+    """
+    import os
+    import time
+
+    root = Path(root)
+    jobs = plan(cfg, figs)
+    start, touched = time.time() - 2 * len(jobs) - 10, 0
+    for i, job in enumerate(jobs):
+        stamp = start + 2 * i
+        for out in job.outs:
+            path = root / out
+            if not path.exists():
+                continue
+            inner = sorted(path.rglob("*")) if path.is_dir() else []
+            for p in [*inner, path]:
+                os.utime(p, (stamp, stamp))
+                touched += 1
+    return touched

@@ -6,11 +6,11 @@ from pgprobe import config as pgconfig
 from pgprobe import stages
 from pgprobe.errors import ConfigError
 
-validate(config, "../schemas/params.schema.yaml")
-try:
+try:  # our own validation first: one line naming the key
     pgconfig.validate(config)
 except ConfigError as exc:
     sys.exit(f"pgprobe: error: {exc}")
+validate(config, "../schemas/params.schema.yaml")
 if workflow.config_settings.config:
     sys.exit("pgprobe: error: --config overrides are not seen by the jobs; put them in an overlay "
              "file and pass it with --configfile")

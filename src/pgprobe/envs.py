@@ -51,8 +51,8 @@ class VecEnv:
         self.obs_dim = int(np.prod(self.envs[0].observation_space.shape))
         self.act_dim = int(np.prod(space.shape))
         self.obs = np.zeros((num_envs, self.obs_dim))
-        self.elapsed = np.zeros(num_envs, np.int64)
-        self.ep_return = np.zeros(num_envs)
+        self.elapsed = [0] * num_envs      # Python scalars: this is the per-step hot loop
+        self.ep_return = [0.0] * num_envs
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         for i in range(self.num_envs):
@@ -60,8 +60,10 @@ class VecEnv:
         return self.obs.copy()
 
     def _reset_one(self, i: int, rng: np.random.Generator) -> None:
-        obs, _ = self.envs[i].reset(seed=int(rng.integers(2**31 - 1)))
-        self.obs[i] = np.ravel(obs)
+        self.reset_one(i, int(rng.integers(2**31 - 1)))
+
+    def reset_one(self, i: int, seed: int) -> None:
+        self.obs[i], _ = self.envs[i].reset(seed=seed)
         self.elapsed[i] = 0
         self.ep_return[i] = 0.0
 
@@ -85,7 +87,7 @@ class VecEnv:
             if ended:
                 final_obs[i] = self.obs[i]
                 ep_returns.append(self.ep_return[i])
-                ep_lengths.append(int(self.elapsed[i]))
+                ep_lengths.append(self.elapsed[i])
                 self._reset_one(i, rng)
         return {"obs": self.obs.copy(), "reward": reward, "terminated": terminated,
                 "truncated": truncated, "final_obs": final_obs,
@@ -114,8 +116,8 @@ class VecEnv:
             buf = np.empty(size)
             mujoco.mj_getState(env.model, env.data, buf, mujoco.mjtState.mjSTATE_INTEGRATION)
             sim.append(buf)
-        return {"sim": np.stack(sim), "obs": self.obs.copy(), "elapsed": self.elapsed.copy(),
-                "ep_return": self.ep_return.copy()}
+        return {"sim": np.stack(sim), "obs": self.obs.copy(), "elapsed": np.array(self.elapsed, np.int64),
+                "ep_return": np.array(self.ep_return, np.float64)}
 
     def load(self, state: dict) -> None:
         import mujoco
@@ -124,8 +126,8 @@ class VecEnv:
             mujoco.mj_setState(env.model, env.data, np.ascontiguousarray(buf), mujoco.mjtState.mjSTATE_INTEGRATION)
             mujoco.mj_forward(env.model, env.data)
         self.obs = np.array(state["obs"], np.float64)
-        self.elapsed = np.array(state["elapsed"], np.int64)
-        self.ep_return = np.array(state["ep_return"], np.float64)
+        self.elapsed = [int(v) for v in state["elapsed"]]
+        self.ep_return = [float(v) for v in state["ep_return"]]
 
     def close(self) -> None:
         for env in self.envs:

@@ -34,43 +34,34 @@ def episode_returns(env_id: str, weights, obs_mean: np.ndarray, obs_std: np.ndar
         return episode_seeds[j][i]
 
     noise_rng = np.random.default_rng([seed, m, 1])
-    env_i = np.arange(k * m)
-    slot = env_i % m
-    episode_idx = np.zeros(k * m, np.int64)
-    steps = np.zeros(k * m, np.int64)
-    active = np.ones(k * m, bool)
+    n = k * m
+    episode_idx, steps = [0] * n, [0] * n
+    active = list(range(n))
     returns: list[list[float]] = [[] for _ in range(k)]
-    for e in env_i:
-        _reset(venv, e, seed_for(slot[e], 0))
-    obs = venv.obs
+    for e in range(n):
+        venv.reset_one(e, seed_for(e % m, 0))
     std = np.exp(weights.log_std)[:, None, :]
-    while active.any():
-        x = (obs - obs_mean) / obs_std
+    while active:
+        x = (venv.obs - obs_mean) / obs_std
         if obs_clip:
             x = np.clip(x, -obs_clip, obs_clip)
         mean = weights.mean(x.reshape(k, m, -1))
         noise = noise_rng.standard_normal((1, m, venv.act_dim))
-        actions = np.clip((mean + std * noise).reshape(k * m, -1), venv.act_low, venv.act_high)
-        actions = actions.astype(np.float32)
-        for e in np.flatnonzero(active):
-            _, _, ended = venv.step_one(e, actions[e])
+        actions = np.clip((mean + std * noise).reshape(n, -1), venv.act_low, venv.act_high).astype(np.float32)
+        still = []
+        for e in active:
+            ended = venv.step_one(e, actions[e])[2]
             steps[e] += 1
             if ended:
                 returns[e // m].append(float(venv.ep_return[e]))
                 if steps[e] >= min_steps:
-                    active[e] = False
-                else:
-                    episode_idx[e] += 1
-                    _reset(venv, e, seed_for(slot[e], episode_idx[e]))
-        obs = venv.obs
+                    continue
+                episode_idx[e] += 1
+                venv.reset_one(e, seed_for(e % m, episode_idx[e]))
+            still.append(e)
+        active = still
     venv.close()
     return returns
-
-
-def _reset(venv: VecEnv, e: int, seed: int) -> None:
-    venv.obs[e], _ = venv.envs[e].reset(seed=seed)
-    venv.elapsed[e] = 0
-    venv.ep_return[e] = 0.0
 
 
 def parallel_episode_returns(env_id: str, weights, obs_mean, obs_std, obs_clip, min_steps: int,

@@ -74,47 +74,54 @@ def make_weights(env_id: str, points: int, hidden: list[int], seed: int):
 
 # -- instrumented single-process run: counts steps, records chunks for the floor --------------------
 class _Recorder:
-    """Wraps one unwrapped MuJoCo env: counts steps and records chunks (start state, warmstart, ctrls, end state)."""
+    """Wraps a VecEnv's stepper: counts steps and records chunks (start state, warmstart, ctrls, end state) per env."""
 
-    def __init__(self, env, chunk: int, out: list):
+    def __init__(self, stepper, chunk: int, out: list):
         import mujoco
 
-        self.env, self.chunk, self.out = env, chunk, out
+        self.stepper, self.chunk, self.out = stepper, chunk, out
+        self.datas = stepper.datas
         self._spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
-        self._nstate = mujoco.mj_stateSize(env.model, self._spec)
-        self._cur = None
+        self._nstate = mujoco.mj_stateSize(self.datas[0].model, self._spec)
+        self._cur: list = [None] * len(self.datas)
         self.steps = 0
 
-    def _state(self) -> np.ndarray:
+    def __getattr__(self, name):
+        return getattr(self.stepper, name)
+
+    def _state(self, i: int) -> np.ndarray:
         import mujoco
 
         buf = np.empty(self._nstate)
-        mujoco.mj_getState(self.env.model, self.env.data, buf, self._spec)
+        mujoco.mj_getState(self.datas[i].model, self.datas[i], buf, self._spec)
         return buf
 
-    def _close_chunk(self) -> None:
-        if self._cur is not None:
-            state0, warm0, ctrls = self._cur
-            self.out.append((state0, warm0, np.array(ctrls), self._state()))
-            self._cur = None
+    def _close_chunk(self, i: int) -> None:
+        if self._cur[i] is not None:
+            state0, warm0, ctrls = self._cur[i]
+            self.out.append((state0, warm0, np.array(ctrls), self._state(i)))
+            self._cur[i] = None
 
-    def reset(self, **kw):
-        self._close_chunk()
-        return self.env.reset(**kw)
+    def reset(self, i: int, seed: int):
+        self._close_chunk(i)
+        return self.stepper.reset(i, seed)
 
-    def step(self, action):
-        if self._cur is None:
-            self._cur = (self._state(), self.env.data.qacc_warmstart.copy(), [])
-        self._cur[2].append(np.asarray(action, np.float64))
-        out = self.env.step(action)
-        self.steps += 1
-        if len(self._cur[2]) == self.chunk:
-            self._close_chunk()
+    def step(self, idx, actions):
+        for r, i in enumerate(idx):
+            if self._cur[i] is None:
+                self._cur[i] = (self._state(i), self.datas[i].qacc_warmstart.copy(), [])
+            self._cur[i][2].append(np.asarray(actions[r], np.float64))
+        out = self.stepper.step(idx, actions)
+        self.steps += len(idx)
+        for i in idx:
+            if len(self._cur[i][2]) == self.chunk:
+                self._close_chunk(i)
         return out
 
     def close(self) -> None:
-        self._close_chunk()
-        self.env.close()
+        for i in range(len(self.datas)):
+            self._close_chunk(i)
+        self.stepper.close()
 
 
 def recorded_run(env_id, weights, obs_mean, obs_std, obs_clip, min_steps, m, seed, chunk):
@@ -128,8 +135,8 @@ def recorded_run(env_id, weights, obs_mean, obs_std, obs_clip, min_steps, m, see
     class RecordingVecEnv(real):
         def __init__(self, *a, **kw):
             super().__init__(*a, **kw)
-            self.envs = [_Recorder(e, chunk, chunks) for e in self.envs]
-            recorders.extend(self.envs)
+            self.stepper = _Recorder(self.stepper, chunk, chunks)
+            recorders.append(self.stepper)
 
     evaluate.VecEnv = RecordingVecEnv
     try:

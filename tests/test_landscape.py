@@ -129,8 +129,8 @@ def recorded(monkeypatch):
 
     class RecordingVecEnv(VecEnv):
         def __init__(self, env_id, num_envs):
-            super().__init__(env_id, num_envs)
-            self.envs = [_Recorder(e, self.max_steps) for e in self.envs]
+            super().__init__(env_id, num_envs, backend="gymnasium")  # gymnasium envs, so they can be wrapped
+            self.envs = self.stepper.envs = [_Recorder(e, self.max_steps) for e in self.stepper.envs]
             made.append(self)
 
     monkeypatch.setattr(evaluate, "VecEnv", RecordingVecEnv)
@@ -178,6 +178,18 @@ def test_parallel_workers_give_the_same_returns():
     w = stacked(make_policy(), 3, jitter=0.05)
     args = (ENV, w, np.zeros(OBS), np.ones(OBS), None, 60, 2, 7)
     assert evaluate.parallel_episode_returns(*args, workers=2) == evaluate.parallel_episode_returns(*args, workers=1)
+
+
+def test_direct_mujoco_stepping_gives_gymnasiums_returns(monkeypatch):
+    w = stacked(make_policy(), 3, jitter=0.05)
+    fast = _returns(w, seed=2, min_steps=120, m=2)
+
+    class GymnasiumVecEnv(VecEnv):
+        def __init__(self, env_id, num_envs):
+            super().__init__(env_id, num_envs, backend="gymnasium")
+
+    monkeypatch.setattr(evaluate, "VecEnv", GymnasiumVecEnv)
+    assert _returns(w, seed=2, min_steps=120, m=2) == fast
 
 
 # -- known failure modes of public landscape code ------------------------------------------------

@@ -104,7 +104,7 @@ def hopper_batch():
     venv = VecEnv("Hopper-v5", 2)
     rng = np.random.default_rng(0)
     venv.reset(rng)
-    start = [(e.data.qpos.copy(), e.data.qvel.copy()) for e in venv.envs]
+    start = [(d.qpos.copy(), d.qvel.copy()) for d in venv.stepper.datas]
     pol = _policy(venv.obs_dim, venv.act_dim)
     norm = ObsNormalizer(venv.obs_dim, enabled=False, clip=None)
     scaler = RewardScaler(2, 0.99, enabled=False, clip=None)
@@ -187,7 +187,7 @@ def test_collect_truncation_short_time_limit():
     venv.max_steps = 5
     rng = np.random.default_rng(1)
     venv.reset(rng)
-    start = [(e.data.qpos.copy(), e.data.qvel.copy()) for e in venv.envs]
+    start = [(d.qpos.copy(), d.qvel.copy()) for d in venv.stepper.datas]
     pol = _policy(venv.obs_dim, venv.act_dim, log_std=-1.0)  # gentle actions: no fall within 5 steps
     norm = ObsNormalizer(venv.obs_dim, enabled=False, clip=None)
     scaler = RewardScaler(2, 0.99, enabled=False, clip=None)

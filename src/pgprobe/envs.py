@@ -3,7 +3,9 @@
 We step the unwrapped environments ourselves: no autoreset (every episode is reset
 with a seed drawn from the caller's generator, so runs are reproducible and grid
 points can share seeds), our own time limit (so `truncated` is ours to report and
-its counter is part of the saved state), and no per-step wrapper overhead.
+its counter is part of the saved state), and no per-step wrapper overhead.  The
+locomotion tasks that mujoco_step.py reproduces are stepped as bare MjData, the rest
+through gymnasium's own `step`; both give the same numbers.
 """
 from __future__ import annotations
 
@@ -38,21 +40,61 @@ def make_unwrapped(env_id: str):
     return env.unwrapped, spec.max_episode_steps
 
 
+class GymStepper:
+    """Environments stepped through gymnasium's own `step` (any Box-action env)."""
+
+    def __init__(self, envs: list):
+        self.envs, self.template = envs, envs[0]
+        self.carry = np.zeros((len(envs), 0))
+
+    @property
+    def datas(self) -> list:
+        if not all(hasattr(env, "data") for env in self.envs):
+            raise ConfigError(f"{self.envs[0].spec.id!r} is not a MuJoCo task: its state cannot be snapshotted exactly")
+        return [env.data for env in self.envs]
+
+    def reset(self, i: int, seed: int) -> np.ndarray:
+        return self.envs[i].reset(seed=seed)[0]
+
+    def step(self, idx, actions: np.ndarray):
+        n = len(idx)
+        obs, reward = [None] * n, np.empty(n)
+        terminated, truncated = np.empty(n, bool), np.empty(n, bool)
+        for r, i in enumerate(idx):
+            obs[r], reward[r], terminated[r], truncated[r], _ = self.envs[i].step(actions[r])
+        return np.array(obs), reward, terminated, truncated
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+def make_stepper(env_id: str, num_envs: int, backend: str = "auto"):
+    """`backend`: "auto" (a mujoco_step Task where there is one for the env, else gymnasium) or "gymnasium"."""
+    from .mujoco_step import MujocoStepper, task_for
+
+    template, max_steps = make_unwrapped(env_id)
+    task = task_for(template) if backend == "auto" else None
+    if task is not None:
+        return MujocoStepper(template, task, num_envs), max_steps
+    return GymStepper([template] + [make_unwrapped(env_id)[0] for _ in range(num_envs - 1)]), max_steps
+
+
 class VecEnv:
     """N copies of one environment, stepped in lock-step."""
 
-    def __init__(self, env_id: str, num_envs: int):
-        made = [make_unwrapped(env_id) for _ in range(num_envs)]
-        self.envs = [e for e, _ in made]
-        self.max_steps = made[0][1] or np.iinfo(np.int64).max
+    def __init__(self, env_id: str, num_envs: int, backend: str = "auto"):
+        self.stepper, max_steps = make_stepper(env_id, num_envs, backend)
+        self.max_steps = max_steps or np.iinfo(np.int64).max
         self.env_id, self.num_envs = env_id, num_envs
-        space = self.envs[0].action_space
+        space, obs_space = self.stepper.template.action_space, self.stepper.template.observation_space
         self.act_low, self.act_high = space.low.astype(np.float64), space.high.astype(np.float64)
-        self.obs_dim = int(np.prod(self.envs[0].observation_space.shape))
+        self.obs_dim = int(np.prod(obs_space.shape))
         self.act_dim = int(np.prod(space.shape))
         self.obs = np.zeros((num_envs, self.obs_dim))
-        self.elapsed = [0] * num_envs      # Python scalars: this is the per-step hot loop
-        self.ep_return = [0.0] * num_envs
+        self.elapsed = np.zeros(num_envs, np.int64)
+        self.ep_return = np.zeros(num_envs)
+        self.all = np.arange(num_envs)
 
     def reset(self, rng: np.random.Generator) -> np.ndarray:
         for i in range(self.num_envs):
@@ -63,7 +105,7 @@ class VecEnv:
         self.reset_one(i, int(rng.integers(2**31 - 1)))
 
     def reset_one(self, i: int, seed: int) -> None:
-        self.obs[i], _ = self.envs[i].reset(seed=seed)
+        self.obs[i] = self.stepper.reset(i, seed)
         self.elapsed[i] = 0
         self.ep_return[i] = 0.0
 
@@ -74,61 +116,61 @@ class VecEnv:
         `terminated`, `truncated`, `final_obs` (the true last observation, where
         an episode ended) and the returns/lengths of the episodes that ended.
         """
-        n = self.num_envs
-        reward = np.zeros(n)
-        terminated = np.zeros(n, bool)
-        truncated = np.zeros(n, bool)
-        final_obs = np.zeros((n, self.obs_dim))
-        ep_returns, ep_lengths = [], []
         clipped = np.clip(actions, self.act_low, self.act_high).astype(np.float32)
-        for i in range(n):
-            r, term, ended = self.step_one(i, clipped[i])
-            reward[i], terminated[i], truncated[i] = r, term, ended and not term
-            if ended:
-                final_obs[i] = self.obs[i]
-                ep_returns.append(self.ep_return[i])
-                ep_lengths.append(self.elapsed[i])
-                self._reset_one(i, rng)
+        reward, terminated, ended = self.step_many(self.all, clipped)
+        final_obs = np.zeros((self.num_envs, self.obs_dim))
+        final_obs[ended] = self.obs[ended]
+        ep_returns, ep_lengths = [], []
+        for i in np.flatnonzero(ended):
+            ep_returns.append(float(self.ep_return[i]))
+            ep_lengths.append(int(self.elapsed[i]))
+            self._reset_one(i, rng)
         return {"obs": self.obs.copy(), "reward": reward, "terminated": terminated,
-                "truncated": truncated, "final_obs": final_obs,
+                "truncated": ended & ~terminated, "final_obs": final_obs,
                 "ep_returns": ep_returns, "ep_lengths": ep_lengths}
 
-    def step_one(self, i: int, action: np.ndarray) -> tuple[float, bool, bool]:
-        """Step env i with an already clipped float32 action: (reward, terminated, episode ended).
+    def step_many(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Step envs `idx` with already clipped float32 actions: (reward, terminated, episode ended).
 
-        Updates self.obs[i], the step counter and the running return; does not reset.
+        Updates their observations, step counters and running returns; does not reset.
         """
-        obs, r, term, trunc, _ = self.envs[i].step(action)
-        self.elapsed[i] += 1
-        self.ep_return[i] += r
-        self.obs[i] = obs
-        return r, term, term or trunc or self.elapsed[i] >= self.max_steps
+        obs, reward, terminated, truncated = self.stepper.step(idx, actions)
+        self.obs[idx] = obs
+        self.elapsed[idx] += 1
+        self.ep_return[idx] += reward
+        return reward, terminated, terminated | truncated | (self.elapsed[idx] >= self.max_steps)
 
     # -- exact save/restore (MuJoCo tasks): mjSTATE_INTEGRATION, not just qpos/qvel --
     def state(self) -> dict:
         import mujoco
 
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
         sim = []
-        for env in self.envs:
-            if not hasattr(env, "data"):
-                raise ConfigError(f"{self.env_id!r} is not a MuJoCo task: its state cannot be snapshotted exactly")
-            size = mujoco.mj_stateSize(env.model, mujoco.mjtState.mjSTATE_INTEGRATION)
-            buf = np.empty(size)
-            mujoco.mj_getState(env.model, env.data, buf, mujoco.mjtState.mjSTATE_INTEGRATION)
+        for data in self.stepper.datas:
+            buf = np.empty(mujoco.mj_stateSize(data.model, spec))
+            mujoco.mj_getState(data.model, data, buf, spec)
             sim.append(buf)
-        return {"sim": np.stack(sim), "obs": self.obs.copy(), "elapsed": np.array(self.elapsed, np.int64),
-                "ep_return": np.array(self.ep_return, np.float64)}
+        state = {"sim": np.stack(sim), "obs": self.obs.copy(), "elapsed": self.elapsed.copy(),
+                 "ep_return": self.ep_return.copy()}
+        if self.stepper.carry.size:
+            state["carry"] = self.stepper.carry.copy()
+        return state
 
     def load(self, state: dict) -> None:
+        """Restores `state()`.  What a task carries between steps (e.g. Humanoid's mass centre) is
+        restored from the snapshot, not recomputed: after mj_step MuJoCo's derived quantities lag
+        the state by one substep, so recomputing them would not give the uninterrupted numbers."""
         import mujoco
 
-        for env, buf in zip(self.envs, np.asarray(state["sim"])):
-            mujoco.mj_setState(env.model, env.data, np.ascontiguousarray(buf), mujoco.mjtState.mjSTATE_INTEGRATION)
-            mujoco.mj_forward(env.model, env.data)
+        spec = mujoco.mjtState.mjSTATE_INTEGRATION
+        for data, buf in zip(self.stepper.datas, np.asarray(state["sim"])):
+            mujoco.mj_setState(data.model, data, np.ascontiguousarray(buf), spec)
+            mujoco.mj_forward(data.model, data)
         self.obs = np.array(state["obs"], np.float64)
-        self.elapsed = [int(v) for v in state["elapsed"]]
-        self.ep_return = [float(v) for v in state["ep_return"]]
+        self.elapsed = np.array(state["elapsed"], np.int64)
+        self.ep_return = np.array(state["ep_return"], np.float64)
+        if self.stepper.carry.size:
+            self.stepper.carry[:] = np.asarray(state["carry"])
 
     def close(self) -> None:
-        for env in self.envs:
-            env.close()
+        self.stepper.close()

@@ -35,31 +35,31 @@ def episode_returns(env_id: str, weights, obs_mean: np.ndarray, obs_std: np.ndar
 
     noise_rng = np.random.default_rng([seed, m, 1])
     n = k * m
-    episode_idx, steps = [0] * n, [0] * n
-    active = list(range(n))
+    episode_idx, steps = np.zeros(n, np.int64), np.zeros(n, np.int64)
+    active = np.arange(n)
     returns: list[list[float]] = [[] for _ in range(k)]
     for e in range(n):
         venv.reset_one(e, seed_for(e % m, 0))
     std = np.exp(weights.log_std)[:, None, :]
-    while active:
+    while active.size:
         x = (venv.obs - obs_mean) / obs_std
         if obs_clip:
             x = np.clip(x, -obs_clip, obs_clip)
         mean = weights.mean(x.reshape(k, m, -1))
         noise = noise_rng.standard_normal((1, m, venv.act_dim))
         actions = np.clip((mean + std * noise).reshape(n, -1), venv.act_low, venv.act_high).astype(np.float32)
-        still = []
-        for e in active:
-            ended = venv.step_one(e, actions[e])[2]
-            steps[e] += 1
-            if ended:
-                returns[e // m].append(float(venv.ep_return[e]))
-                if steps[e] >= min_steps:
-                    continue
-                episode_idx[e] += 1
-                venv.reset_one(e, seed_for(e % m, episode_idx[e]))
-            still.append(e)
-        active = still
+        ended = venv.step_many(active, actions[active])[2]
+        steps[active] += 1
+        finished = []
+        for e in active[ended]:
+            returns[e // m].append(float(venv.ep_return[e]))
+            if steps[e] >= min_steps:
+                finished.append(e)
+                continue
+            episode_idx[e] += 1
+            venv.reset_one(e, seed_for(e % m, int(episode_idx[e])))
+        if finished:
+            active = np.setdiff1d(active, finished)
     venv.close()
     return returns
 

@@ -21,7 +21,7 @@ ratio that load from other processes barely moves.  Also printed: the probe in o
 (instrumented, so slightly slow), the fixed cost of one probe call (spawn, imports, env
 construction: a call with min_steps=1), and a single gymnasium env (gym.make, wrappers on).
 
-    python benchmarks/landscape_throughput.py                       # Hopper + Humanoid, ~2-3 min on 2 cores
+    python benchmarks/landscape_throughput.py                       # Hopper + Humanoid, quick-profile sizes, ~5 min on 2 cores
     python benchmarks/landscape_throughput.py --envs Hopper-v5 --steps-per-point 4000 --strict
 """
 from __future__ import annotations
@@ -265,9 +265,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", nargs="+", default=["Hopper-v5", "Humanoid-v5"])
     p.add_argument("--threads", type=int, default=2, help="probe worker processes = floor rollout threads")
-    p.add_argument("--points", type=int, default=16, help="grid points K (parameter vectors)")
+    # defaults: config/quick.yaml's landscape (7 x 7 grid, 4 envs per point, 4000 pairs per point)
+    p.add_argument("--points", type=int, default=49, help="grid points K (parameter vectors)")
     p.add_argument("--envs-per-point", type=int, default=4, help="environments per point M")
-    p.add_argument("--steps-per-point", type=int, default=2000,
+    p.add_argument("--steps-per-point", type=int, default=4000,
                    help="min env steps per point (min_steps = ceil(this / M) per env slot)")
     p.add_argument("--hidden", type=int, nargs="+", default=[64, 64])
     p.add_argument("--obs-clip", type=float, default=10.0)

@@ -88,25 +88,27 @@ class Humanoid:
         self.z_range = env._healthy_z_range
         self.mass = np.asarray(self.model.body_mass)
 
-    def _mass_centre(self, xipos: np.ndarray) -> np.ndarray:
-        return (np.einsum("b,bj->j", self.mass, xipos) / self.mass.sum())[0:2]  # as gymnasium computes it
+    def _mass_centres(self, xipos: np.ndarray) -> np.ndarray:
+        """(n, nbody, 3) -> (n, 2): gymnasium's mass_center, the same sums in the same order."""
+        return (np.einsum("b,nbj->nj", self.mass, xipos) / self.mass.sum())[:, 0:2]
 
     def begin(self, data) -> np.ndarray:
-        return self._mass_centre(data.xipos)
+        return self._mass_centres(data.xipos[None])[0]
 
     def step(self, datas: list, idx, actions: np.ndarray, carry: np.ndarray):
         m, fs, n, nb = self.model, self.frame_skip, len(idx), self.model.nbody
-        qpos, qvel, qfrc, ctrl = np.empty((n, m.nq)), np.empty((n, m.nv)), np.empty((n, m.nv)), np.empty((n, m.nu))
+        qpos, qvel, qfrc = np.empty((n, m.nq)), np.empty((n, m.nv)), np.empty((n, m.nv))
         cinert, cvel, cfrc = np.empty((n, nb, 10)), np.empty((n, nb, 6)), np.empty((n, nb, 6))
-        centre = np.empty((n, 2))
+        xipos = np.empty((n, nb, 3))
         for r, i in enumerate(idx):
             d = datas[i]
             d.ctrl[:] = actions[r]
             mujoco.mj_step(m, d, fs)
             mujoco.mj_rnePostConstraint(m, d)
-            qpos[r], qvel[r], qfrc[r], ctrl[r] = d.qpos, d.qvel, d.qfrc_actuator, d.ctrl
+            qpos[r], qvel[r], qfrc[r], xipos[r] = d.qpos, d.qvel, d.qfrc_actuator, d.xipos
             cinert[r], cvel[r], cfrc[r] = d.cinert, d.cvel, d.cfrc_ext
-            centre[r] = self._mass_centre(d.xipos)
+        ctrl = actions.astype(np.float64)  # what d.ctrl holds
+        centre = self._mass_centres(xipos)
         x_velocity = (centre[:, 0] - carry[idx, 0]) / self.dt
         carry[idx] = centre
         parts = [qpos[:, 2:], qvel]

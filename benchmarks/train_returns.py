@@ -27,7 +27,7 @@ import _common  # noqa: E402
 
 LAST = 10  # iterations averaged for the final return
 
-# Published returns after ~10^6 steps.  None of them is on Hopper-v5.  Sources: /tmp/research/hparams.md §2.
+# Published returns after ~10^6 steps, each with its source.  None of them is on Hopper-v5 (see REF_NOTE).
 REFERENCES = {
     "ppo": [
         ("2513 [2391, 2632]", "Engstrom et al. 2020, 'Implementation Matters in Deep Policy Gradients' "

@@ -203,3 +203,19 @@ def test_filter_direction_perturbs_log_std_even_at_its_initial_value_zero():
     policy = make_policy(log_std=0.0)
     d = split(policy, random_direction(policy, np.random.default_rng(0), "filter", perturb_log_std=True))
     assert np.linalg.norm(d["log_std"]) > 0
+
+
+def test_progress_reports_count_every_step_towards_min_steps():
+    w = stacked(make_policy(), 2, jitter=0.05)
+    reports: list[int] = []
+    evaluate.episode_returns(ENV, w, np.zeros(OBS), np.ones(OBS), None, 250, 2, 0, reports.append)
+    assert len(reports) >= 2 and all(r >= 0 for r in reports)
+    assert sum(reports) == 2 * 2 * 250
+
+
+def test_parallel_progress_bar_gives_the_same_returns(capsys):
+    w = stacked(make_policy(), 2, jitter=0.05)
+    args = (ENV, w, np.zeros(OBS), np.ones(OBS), None, 150, 2, 3)
+    quiet = evaluate.parallel_episode_returns(*args, workers=2)
+    assert evaluate.parallel_episode_returns(*args, workers=2, progress=True) == quiet
+    assert "true reward" in capsys.readouterr().err

@@ -13,8 +13,8 @@ from pathlib import Path
 
 
 SRC = Path(__file__).parent
-_TRAIN_CODE = ["nets.py", "envs.py", "rollout.py", "algos/__init__.py", "algos/common.py", "algos/ppo.py",
-               "algos/trpo.py", "train.py", "artifacts.py", "config.py"]
+_TRAIN_CODE = ["nets.py", "policy_np.py", "envs.py", "mujoco_step.py", "rollout.py", "algos/__init__.py",
+               "algos/common.py", "algos/ppo.py", "algos/trpo.py", "train.py", "artifacts.py", "config.py"]
 CODE = {
     "train": _TRAIN_CODE,
     "checkpoint": _TRAIN_CODE + ["checkpoint.py"],

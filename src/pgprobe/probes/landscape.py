@@ -112,7 +112,7 @@ def run(ckpt: Checkpoint, cfg: dict, threads: int = 1, progress: bool = True) ->
         per_slot = -(-cfg["samples_per_point"] // cfg["envs_per_point"])
         rets = parallel_episode_returns(tr.agent["env"], weights, obs_mean, obs_std, tr.obs_norm.clip
                                         if tr.obs_norm.enabled else None, per_slot,
-                                        cfg["envs_per_point"], cfg["seed"], threads)
+                                        cfg["envs_per_point"], cfg["seed"], threads, progress=progress)
         rewards.append(rets)
         steps.append(step)
     return _dataset(ckpt, cfg, regimes, xs, ys, np.array(steps), direction, np.array(surr), rewards)

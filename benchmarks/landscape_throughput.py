@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--envs", nargs="+", default=["Hopper-v5", "Humanoid-v5"])
     p.add_argument("--threads", type=int, default=2, help="probe worker processes = floor rollout threads")
-    # defaults: config/quick.yaml's landscape (7 x 7 grid, 4 envs per point, 4000 pairs per point)
+    # defaults: config/quick.yaml's grid (7 x 7) and envs per point (4), 4000 pairs per point
     p.add_argument("--points", type=int, default=49, help="grid points K (parameter vectors)")
     p.add_argument("--envs-per-point", type=int, default=4, help="environments per point M")
     p.add_argument("--steps-per-point", type=int, default=4000,

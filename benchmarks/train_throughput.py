@@ -35,8 +35,8 @@ DIFFERENCES = [
     "SB3 clips the global gradient norm at 0.5 every minibatch; pgprobe's params have max_grad_norm: null",
     "learning rates: SB3 one lr 3e-4 -> 0 (linear); pgprobe policy 3e-4, value 2.5e-4, both -> 0 over train.iterations",
     "SB3 steps the env through gym.make wrappers (TimeLimit, OrderEnforcing, PassiveEnvChecker) + Monitor + "
-    "DummyVecEnv + VecNormalize and runs the policy in torch float32 per step; pgprobe steps the unwrapped env "
-    "with its own time limit/normalisers and a NumPy float64 copy of the policy",
+    "DummyVecEnv + VecNormalize and runs the policy in torch float32 per step; pgprobe steps bare MjData "
+    "(mujoco_step: the unwrapped env's numbers, bit for bit) with its own time limit/normalisers and a NumPy float64 copy of the policy",
     "pgprobe resets the env at the start of every iteration (reset_every_iter: true); SB3 carries episodes over",
     "pgprobe computes per-iteration diagnostics (KL, likelihood ratios, surrogate, explained variance) SB3 does not",
     "'sample' = env stepping only for pgprobe (GAE is in 'update'); for SB3 it includes GAE (compute_returns_and_advantage)",

@@ -1,9 +1,3 @@
-def fig6_probes(wildcards):
-    f = config["figures"]["fig6"]
-    return [stages.probe_path(wildcards.run, "landscape", env, algo, seed, it)
-            for env, algo, seed in stages.figure_agents(config, "fig6") for it in f["iterations"]]
-
-
 rule aggregate_fig6:
     """All landscape probes of fig 6, stacked on (seed, iteration)."""
     input:

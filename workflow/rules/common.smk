@@ -17,15 +17,22 @@ if workflow.config_settings.config:
 
 RUN = config["run"]
 OVERLAYS = [os.path.relpath(p) for p in workflow.overwrite_configfiles]
-PARAMS = "--params params.yaml" + "".join(f" --overlay {o}" for o in OVERLAYS)
+PARAMS = " ".join(["--params params.yaml", *(f"--overlay {o}" for o in OVERLAYS)])
 
 
 def keys_slice(stage):
     """Snakemake params (a rerun trigger): the stage's params values and its source files' hash."""
     def get(wildcards):
         keys = stages.stage_keys(config, stage, wildcards.get("env", ""), wildcards.get("algo", ""))
-        return stages.params_slice(config, keys) + " code=" + stages.code_hash(stage)
+        return f"{stages.params_slice(config, keys)} code={stages.code_hash(stage)}"
     return get
+
+
+def fig6_probes(wildcards):
+    """The landscape probes fig 6 stacks: every agent of the figure at every iteration it shows."""
+    f = config["figures"]["fig6"]
+    return [stages.probe_path(wildcards.run, "landscape", env, algo, seed, it)
+            for env, algo, seed in stages.figure_agents(config, "fig6") for it in f["iterations"]]
 
 
 wildcard_constraints:

@@ -441,6 +441,21 @@ def test_snakemake_trpo_param_reruns_the_trpo_agent(smoke):
         assert dry_run(smoke) == {"train": 1, "checkpoint": 2, **DOWNSTREAM_OF_PROBES}
 
 
+def test_snakemake_trpo_param_leaves_a_built_ppo_agent_alone(smoke):
+    """A DAG with both algorithms: a PPO agent beside the figure's TRPO agent."""
+    ppo = "data/smoke/agents/Humanoid-v5/ppo/seed0/train.nc"
+    try:
+        assert job_counts(sh(smoke, "snakemake", "--cores", "2", ppo).stdout) == {"train": 1}
+        assert dry_run(smoke, ppo, "all") == {}
+        with params_changed(smoke, "algos.trpo.max_kl", 0.05):
+            assert dry_run(smoke, ppo, "all") == {"train": 1, "checkpoint": 2, **DOWNSTREAM_OF_PROBES}
+            assert dry_run(smoke, ppo) == {}
+        with params_changed(smoke, "algos.ppo.clip_eps", 0.3):
+            assert dry_run(smoke, ppo, "all") == {"train": 1}
+    finally:
+        shutil.rmtree(smoke / "data/smoke/agents/Humanoid-v5/ppo", ignore_errors=True)
+
+
 def test_snakemake_ppo_param_reruns_nothing_here(smoke):
     cfg = load_cfg(smoke)
     for stage in ("train", "checkpoint", "probe_landscape"):

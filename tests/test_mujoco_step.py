@@ -78,3 +78,18 @@ def test_other_envs_go_through_gymnasium():
     venv.reset(np.random.default_rng(0))
     res = venv.step(np.zeros((2, 1)), np.random.default_rng(1))
     assert res["obs"].shape == (2, 4) and (res["reward"] == 1.0).all()
+
+
+def test_only_gymnasiums_own_v5_classes_get_a_task():
+    import gymnasium as gym
+    from gymnasium.envs.mujoco.hopper_v5 import HopperEnv
+
+    from pgprobe.mujoco_step import task_for
+
+    assert task_for(gym.make("Hopper-v5").unwrapped) is not None
+
+    variant = type("HopperEnv", (HopperEnv,), {})  # a user's variant, same name, may step differently
+    assert variant.__module__ == __name__
+    assert task_for(variant()) is None
+    assert task_for(gym.make("Hopper-v4").unwrapped) is None
+    assert task_for(gym.make("Hopper-v5", exclude_current_positions_from_observation=False).unwrapped) is None

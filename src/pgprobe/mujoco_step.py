@@ -26,7 +26,6 @@ class Planar:
         self.model, self.frame_skip, self.dt = env.model, int(env.frame_skip), float(env.dt)
         if not env._exclude_current_positions_from_observation:
             raise NotImplementedError("x position in the observation")
-        self.name = name
         self.clip_vel = name in ("Hopper", "Walker2d")
         self.forward_w, self.ctrl_w = env._forward_reward_weight, env._ctrl_cost_weight
         self.healthy = name in ("Hopper", "Walker2d")
@@ -130,11 +129,11 @@ TASKS = {"Hopper": Planar, "Walker2d": Planar, "HalfCheetah": Planar, "Humanoid"
 
 def task_for(env):
     """The Task that reproduces `env` (an unwrapped gymnasium v5 MuJoCo env), or None."""
-    name = type(env).__name__
-    family = name[:-3] if name.endswith("Env") else name
-    version = type(env).__module__.rsplit("_", 1)[-1]
-    if family not in TASKS or version != "v5":
-        return None
+    cls = type(env)
+    family = cls.__name__.removesuffix("Env")
+    if family not in TASKS or not (cls.__module__.startswith("gymnasium.envs.mujoco.")
+                                   and cls.__module__.endswith("_v5")):
+        return None  # another version, or a subclass that may step differently
     try:
         return TASKS[family](env, family)
     except (AttributeError, NotImplementedError):  # a configuration this Task does not reproduce

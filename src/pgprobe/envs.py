@@ -116,8 +116,7 @@ class VecEnv:
         `terminated`, `truncated`, `final_obs` (the true last observation, where
         an episode ended) and the returns/lengths of the episodes that ended.
         """
-        clipped = np.clip(actions, self.act_low, self.act_high).astype(np.float32)
-        reward, terminated, ended = self.step_many(self.all, clipped)
+        reward, terminated, ended = self.step_many(self.all, self.clip(actions))
         final_obs = np.zeros((self.num_envs, self.obs_dim))
         final_obs[ended] = self.obs[ended]
         ep_returns, ep_lengths = [], []
@@ -128,6 +127,10 @@ class VecEnv:
         return {"obs": self.obs.copy(), "reward": reward, "terminated": terminated,
                 "truncated": ended & ~terminated, "final_obs": final_obs,
                 "ep_returns": ep_returns, "ep_lengths": ep_lengths}
+
+    def clip(self, actions: np.ndarray) -> np.ndarray:
+        """Actions as the env receives them: clipped to the action space, float32."""
+        return np.clip(actions, self.act_low, self.act_high).astype(np.float32)
 
     def step_many(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Step envs `idx` with already clipped float32 actions: (reward, terminated, episode ended).

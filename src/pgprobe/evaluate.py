@@ -56,7 +56,7 @@ def episode_returns(env_id: str, weights, obs_mean: np.ndarray, obs_std: np.ndar
             x = np.clip(x, -obs_clip, obs_clip)
         mean = weights.mean(x.reshape(k, m, -1))
         noise = noise_rng.standard_normal((1, m, venv.act_dim))
-        actions = np.clip((mean + std * noise).reshape(n, -1), venv.act_low, venv.act_high).astype(np.float32)
+        actions = venv.clip((mean + std * noise).reshape(n, -1))
         ended = venv.step_many(active, actions[active])[2]
         steps[active] += 1
         finished = []

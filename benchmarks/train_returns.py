@@ -29,16 +29,16 @@ LAST = 10  # iterations averaged for the final return
 
 # Published returns after ~10^6 steps, each with its source.  None of them is on Hopper-v5 (see REF_NOTE).
 REFERENCES = {
-    "ppo": [
+    ("Hopper-v5", "ppo"): [
         ("2513 [2391, 2632]", "Engstrom et al. 2020, 'Implementation Matters in Deep Policy Gradients' "
                               "(arXiv 2005.12729), Table 2: Hopper-v2, 488x2048 steps, mean [95% CI]"),
         ("2382.86 +- 271.74", "CleanRL ppo_continuous_action, docs.cleanrl.dev/rl-algorithms/ppo/ "
                               "'MuJoCo v4' table: Hopper-v4, 1M steps, mean +- std over seeds"),
     ],
-    "ppo_m": [
+    ("Hopper-v5", "ppo_m"): [
         ("2142 [2008, 2279]", "Engstrom et al. 2020, Table 2 (PPO-M): Hopper-v2, 488x2048 steps, mean [95% CI]"),
     ],
-    "trpo": [
+    ("Hopper-v5", "trpo"): [
         ("2043 [1948, 2136]", "Engstrom et al. 2020, Table 2: Hopper-v2, 488x2048 steps, mean [95% CI]"),
     ],
 }
@@ -47,21 +47,21 @@ REF_NOTE = ("references are on Hopper-v2 (Engstrom et al.) and Hopper-v4 (CleanR
             "against arXiv 2005.12729 Table 2 before quoting them.")
 
 
-def agent_dir(out: Path, algo: str, seed: int, iterations: int) -> Path:
+def agent_dir(out: Path, env: str, algo: str, seed: int, iterations: int) -> Path:
     # the iteration count is in the name: snapshots of another length would not resume (params differ)
-    return out / _common.ENV_ID / algo / f"seed{seed}-it{iterations}"
+    return out / env / algo / f"seed{seed}-it{iterations}"
 
 
-def train_one(algo: str, seed: int, iterations: int, out: str, threads: int, progress: bool) -> dict:
+def train_one(env: str, algo: str, seed: int, iterations: int, out: str, threads: int, progress: bool) -> dict:
     """One agent, in a worker process: train (or resume), then read its final return from train.nc."""
     import xarray as xr
 
     from pgprobe.train import latest_snapshot, run
 
     _common.pin_threads(threads)
-    agent = _common.agent(algo, iterations)
+    agent = _common.agent(algo, iterations, env)
     spi = agent["train"]["steps_per_iter"]
-    path = agent_dir(Path(out), algo, seed, iterations)
+    path = agent_dir(Path(out), env, algo, seed, iterations)
     snap = latest_snapshot(path, iterations)
     start = int(snap.stem[4:]) if snap else 0
     t0 = time.perf_counter()
@@ -71,7 +71,7 @@ def train_one(algo: str, seed: int, iterations: int, out: str, threads: int, pro
         returns = ds["return_mean"].values
         steps = int(ds["env_steps"].values[-1])
     last = returns[-LAST:]
-    return {"algo": algo, "seed": seed, "final_return": float(np.nanmean(last)) if np.isfinite(last).any() else None,
+    return {"env": env, "algo": algo, "seed": seed, "final_return": float(np.nanmean(last)) if np.isfinite(last).any() else None,
             "iterations": iterations, "env_steps": steps, "steps_trained_now": (iterations - start) * spi,
             "wall_s": wall, "steps_per_s": (iterations - start) * spi / wall if iterations > start else None,
             "train_nc": str(nc)}
@@ -80,6 +80,7 @@ def train_one(algo: str, seed: int, iterations: int, out: str, threads: int, pro
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=1_000_000, help="env steps per agent (rounded down to whole iterations)")
+    p.add_argument("--envs", nargs="+", default=[_common.ENV_ID])
     p.add_argument("--algos", nargs="+", default=["ppo", "ppo_m", "trpo"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--jobs", type=int, default=1, help="agents trained in parallel processes")
@@ -94,46 +95,46 @@ def main(argv=None) -> int:
         p.error(f"--steps must be at least steps_per_iter ({spi})")
     for algo in args.algos:
         _common.agent(algo, iterations)  # unknown algorithm -> ConfigError now, not in a worker
-    jobs = [(a, s) for a in args.algos for s in args.seeds]
-    print(f"train_returns: {', '.join(args.algos)} on {_common.ENV_ID}, seeds {args.seeds}, "
+    jobs = [(e, a, s) for e in args.envs for a in args.algos for s in args.seeds]
+    print(f"train_returns: {', '.join(args.algos)} on {', '.join(args.envs)}, seeds {args.seeds}, "
           f"{iterations} iterations x {spi} = {iterations * spi} env steps each; {args.jobs} parallel job(s), "
           f"{args.threads} torch thread(s) each")
     print(f"  {_common.machine()}")
-    print(f"  out: {args.out}  (progress: tail -f {args.out}/{_common.ENV_ID}/<algo>/seed<S>-it{iterations}/train.log)",
+    print(f"  out: {args.out}  (progress: tail -f {args.out}/<env>/<algo>/seed<S>-it{iterations}/train.log)",
           flush=True)
 
     results, failed = [], []
     t0 = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs, mp_context=get_context("spawn")) as pool:
-        futs = {pool.submit(train_one, a, s, iterations, str(args.out), args.threads, args.progress): (a, s)
-                for a, s in jobs}
+        futs = {pool.submit(train_one, e, a, s, iterations, str(args.out), args.threads, args.progress): (e, a, s)
+                for e, a, s in jobs}
         for fut in as_completed(futs):
-            a, s = futs[fut]
+            e, a, s = futs[fut]
             try:
                 r = fut.result()
             except Exception as exc:  # report and go on with the others
-                failed.append((a, s, exc))
-                print(f"  {a} seed {s}: FAILED: {type(exc).__name__}: {exc}", flush=True)
+                failed.append((e, a, s, exc))
+                print(f"  {e} {a} seed {s}: FAILED: {type(exc).__name__}: {exc}", flush=True)
                 continue
             results.append(r)
             sps = f"{r['steps_per_s']:.0f} steps/s" if r["steps_per_s"] else "already trained"
             fr = "n/a" if r["final_return"] is None else f"{r['final_return']:.1f}"
-            print(f"  {a} seed {s}: final return {fr}  ({sps}, {r['wall_s']:.0f}s)  {r['train_nc']}", flush=True)
+            print(f"  {e} {a} seed {s}: final return {fr}  ({sps}, {r['wall_s']:.0f}s)  {r['train_nc']}", flush=True)
     wall = time.perf_counter() - t0
 
     print(f"\nfinal return = mean of return_mean over the last {min(LAST, iterations)} iterations "
           f"(after {iterations * spi} env steps)")
-    print(f"{'algo':7s}{'seeds':>6s}{'return':>10s}{'(std)':>9s}{'steps/s':>10s}   reference ~1M steps  [source]")
-    for algo in args.algos:
-        rs = [r for r in results if r["algo"] == algo]
+    print(f"{'env':13s}{'algo':7s}{'seeds':>6s}{'return':>10s}{'(std)':>9s}{'steps/s':>10s}   reference ~1M steps  [source]")
+    for env, algo in [(e, a) for e in args.envs for a in args.algos]:
+        rs = [r for r in results if r["algo"] == algo and r["env"] == env]
         finals = [r["final_return"] for r in rs if r["final_return"] is not None]
         ret = f"{np.mean(finals):10.1f}" if finals else f"{'n/a':>10s}"
         std = f"{np.std(finals, ddof=1):9.1f}" if len(finals) > 1 else f"{'':9s}"
         speeds = [r["steps_per_s"] for r in rs if r["steps_per_s"]]
         sps = f"{np.mean(speeds):10.0f}" if speeds else f"{'n/a':>10s}"
-        refs = REFERENCES.get(algo, [("-", "no published reference")])
+        refs = REFERENCES.get((env, algo), [("-", "no published reference")])
         for i, (val, src) in enumerate(refs):
-            head = f"{algo:7s}{len(rs):6d}{ret}{std}{sps}" if i == 0 else " " * 42
+            head = f"{env:13s}{algo:7s}{len(rs):6d}{ret}{std}{sps}" if i == 0 else " " * 55
             print(f"{head}   {val:19s}  [{src}]")
     trained = sum(r["steps_trained_now"] for r in results)
     if trained:
@@ -142,7 +143,7 @@ def main(argv=None) -> int:
     print(f"note: {REF_NOTE}")
     args.out.mkdir(parents=True, exist_ok=True)
     summary = args.out / f"summary-it{iterations}.json"
-    summary.write_text(json.dumps({"results": results, "references": REFERENCES, "note": REF_NOTE,
+    summary.write_text(json.dumps({"results": results, "references": {f"{e}/{a}": v for (e, a), v in REFERENCES.items()}, "note": REF_NOTE,
                                    "wall_s": wall}, indent=1))
     print(f"summary: {summary}")
     return 1 if failed else 0

@@ -22,7 +22,7 @@ def _data_with_ratios(policy, obs, actions, ratios, adv):
     adv = torch.as_tensor(adv, dtype=obs.dtype)
     zeros = torch.zeros(len(obs), dtype=obs.dtype)
     return common.TrainData(obs, actions, logp - torch.log(torch.as_tensor(ratios, dtype=obs.dtype)),
-                            mean, log_std, adv, adv, zeros, zeros)
+                            mean, log_std, adv, adv, zeros, zeros, torch.ones(len(obs), dtype=torch.bool))
 
 
 @pytest.fixture
@@ -197,7 +197,7 @@ def hopper_setup(repo_root):
     rng = np.random.default_rng(0)
     venv.reset(rng)
     torch.manual_seed(0)
-    pol = GaussianPolicy(venv.obs_dim, venv.act_dim, [16, 16], "xavier")
+    pol = GaussianPolicy(venv.obs_dim, venv.act_dim, [16, 16], "orthogonal")
     val = ValueNet(venv.obs_dim, [16, 16], "xavier")
     norm = ObsNormalizer(venv.obs_dim, True, None)
     scaler = RewardScaler(2, 0.99, False, None)

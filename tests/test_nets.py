@@ -275,8 +275,13 @@ def test_xavier_init_is_not_orthogonal():
     assert w.abs().max() <= bound
     assert w.var().item() == pytest.approx(bound**2 / 3, rel=0.1)
     assert not torch.allclose(w @ w.T, torch.eye(64, dtype=torch.float64) * (w @ w.T).diag().mean(), atol=1e-2)
+    # the output layer too has gain 1 (the authors' xavier ignores the 0.01 scale orthogonal uses)
     w2 = lins[2].weight.detach().double()
-    bound2 = 0.01 * math.sqrt(6.0 / (64 + 3))
+    bound2 = math.sqrt(6.0 / (64 + 3))
     assert w2.abs().max() <= bound2 + 1e-12
+    assert w2.abs().max() > 0.5 * bound2
+    assert w2.var().item() == pytest.approx(bound2**2 / 3, rel=0.25)
+    orth = GaussianPolicy(11, 3, [64, 64], "orthogonal")
+    assert [m for m in orth.mean if isinstance(m, torch.nn.Linear)][2].weight.abs().max() < 0.011
     with pytest.raises(ValueError):
         GaussianPolicy(3, 1, [4], "kaiming")

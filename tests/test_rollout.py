@@ -70,14 +70,15 @@ def _policy(obs_dim, act_dim, seed=0, log_std=0.0):
     return GaussianPolicy(obs_dim, act_dim, [16, 16], "orthogonal", init_log_std=log_std)
 
 
-def _replay(env_id, qpos, qvel, actions, low, high, max_steps):
-    """Step gymnasium's own (wrapped, time-limited) env from a given state with given actions."""
+def _replay(env_id, qpos, qvel, actions, max_steps):
+    """Step gymnasium's own (wrapped, time-limited) env from a given state with the given raw actions
+    (VecEnv's default, as the authors' code: no clipping to the action space)."""
     env = gym.make(env_id, max_episode_steps=max_steps)
     env.reset(seed=0)
     env.unwrapped.set_state(qpos, qvel)
     out = []
     for a in actions:
-        obs, r, term, trunc, _ = env.step(np.clip(a, low, high).astype(np.float32))
+        obs, r, term, trunc, _ = env.step(a.astype(np.float32))
         out.append((obs.astype(np.float64), r, term, trunc))
         if term or trunc:
             break
@@ -170,7 +171,7 @@ def test_collect_matches_gymnasium_replay(hopper_batch):
     venv, batch, start = hopper_batch
     for i in range(2):
         qpos, qvel = start[i]
-        ref = _replay("Hopper-v5", qpos, qvel, batch.actions[:, i], venv.act_low, venv.act_high, 1000)
+        ref = _replay("Hopper-v5", qpos, qvel, batch.actions[:, i], 1000)
         n = len(ref)
         np.testing.assert_allclose(batch.rewards[:n, i], [r for _, r, _, _ in ref], rtol=1e-9, atol=1e-9)
         # observations the policy saw at t = 1..n-1 are the replay's observations
@@ -207,7 +208,7 @@ def test_collect_truncation_short_time_limit():
             assert abs(batch.obs[t + 1, i][0] - 1.25) < 0.01
     # the first episode, replayed by gymnasium's TimeLimit wrapper, ends truncated at the same obs
     for i in range(2):
-        ref = _replay("Hopper-v5", *start[i], batch.actions[:, i], venv.act_low, venv.act_high, 5)
+        ref = _replay("Hopper-v5", *start[i], batch.actions[:, i], 5)
         assert len(ref) == 5
         obs, _, term, trunc = ref[-1]
         assert trunc and not term

@@ -83,8 +83,9 @@ def make_stepper(env_id: str, num_envs: int, backend: str = "auto"):
 class VecEnv:
     """N copies of one environment, stepped in lock-step."""
 
-    def __init__(self, env_id: str, num_envs: int, backend: str = "auto"):
+    def __init__(self, env_id: str, num_envs: int, backend: str = "auto", clip_actions: bool = False):
         self.stepper, max_steps = make_stepper(env_id, num_envs, backend)
+        self.clip_actions = clip_actions
         self.max_steps = max_steps or np.iinfo(np.int64).max
         self.env_id, self.num_envs = env_id, num_envs
         space, obs_space = self.stepper.template.action_space, self.stepper.template.observation_space
@@ -116,7 +117,7 @@ class VecEnv:
         `terminated`, `truncated`, `final_obs` (the true last observation, where
         an episode ended) and the returns/lengths of the episodes that ended.
         """
-        reward, terminated, ended = self.step_many(self.all, self.clip(actions))
+        reward, terminated, ended = self.step_many(self.all, self.prepare_actions(actions))
         final_obs = np.zeros((self.num_envs, self.obs_dim))
         final_obs[ended] = self.obs[ended]
         ep_returns, ep_lengths = [], []
@@ -128,12 +129,16 @@ class VecEnv:
                 "truncated": ended & ~terminated, "final_obs": final_obs,
                 "ep_returns": ep_returns, "ep_lengths": ep_lengths}
 
-    def clip(self, actions: np.ndarray) -> np.ndarray:
-        """Actions as the env receives them: clipped to the action space, float32."""
-        return np.clip(actions, self.act_low, self.act_high).astype(np.float32)
+    def prepare_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Actions as the env receives them, float32: raw by default (the authors' code; MuJoCo clamps
+        ctrl to its range, and gymnasium's v5 tasks charge the control cost on the raw action), or
+        clipped to the action space with `clip_actions` (modern PPO code)."""
+        if self.clip_actions:
+            actions = np.clip(actions, self.act_low, self.act_high)
+        return np.asarray(actions, np.float32)
 
     def step_many(self, idx: np.ndarray, actions: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Step envs `idx` with already clipped float32 actions: (reward, terminated, episode ended).
+        """Step envs `idx` with float32 actions from `prepare_actions`: (reward, terminated, episode ended).
 
         Updates their observations, step counters and running returns; does not reset.
         """

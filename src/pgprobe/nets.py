@@ -26,8 +26,10 @@ def _init_linear(layer: nn.Linear, init: str, gain: float) -> None:
 
 
 def mlp(sizes: list[int], init: str, out_gain: float) -> nn.Sequential:
-    """tanh MLP; hidden layers initialised with gain sqrt(2) (orthogonal) or 1 (xavier)."""
+    """tanh MLP.  orthogonal: hidden layers gain sqrt(2), the output layer `out_gain`; xavier: gain 1
+    everywhere, the output layer included (the authors' Xavier init ignores the scale it is given)."""
     hidden_gain = math.sqrt(2) if init == "orthogonal" else 1.0
+    out_gain = out_gain if init == "orthogonal" else 1.0
     layers: list[nn.Module] = []
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lin = nn.Linear(a, b)
@@ -143,13 +145,14 @@ class RewardScaler:
         self.ret = np.zeros(num_envs, np.float64)
         self.gamma, self.enabled, self.clip, self.eps = gamma, enabled, clip, eps
 
-    def __call__(self, reward: np.ndarray, done: np.ndarray) -> np.ndarray:
+    def __call__(self, reward: np.ndarray, done: np.ndarray, update: bool = True) -> np.ndarray:
         r = np.asarray(reward, np.float64)
         if self.enabled:
-            self.ret = self.ret * self.gamma + r
-            self.rms.update(self.ret)
+            if update:
+                self.ret = self.ret * self.gamma + r
+                self.rms.update(self.ret)
+                self.ret[done] = 0.0
             r = r / np.sqrt(self.rms.var + self.eps)
-            self.ret[done] = 0.0
         return np.clip(r, -self.clip, self.clip) if self.clip else r
 
     def state(self) -> dict:

@@ -23,6 +23,7 @@ class Batch:
     rewards: np.ndarray          # raw env rewards
     train_rewards: np.ndarray    # after scaling/clipping: what the algorithm optimises
     terminated: np.ndarray
+    done: np.ndarray             # the episode ended here (terminated, or truncated by the time limit)
     continues: np.ndarray        # False where an episode ended or the batch was cut
     next_obs: np.ndarray         # normalised; only read where continues is False
     ep_returns: list = field(default_factory=list)
@@ -38,8 +39,10 @@ class Batch:
 
 
 def collect(venv: VecEnv, weights: PolicyWeights, obs_norm: ObsNormalizer, reward_scaler: RewardScaler,
-            rng: np.random.Generator, steps_per_env: int) -> Batch:
-    """Run the policy for `steps_per_env` steps in each env: one batched forward per step."""
+            rng: np.random.Generator, steps_per_env: int, update_stats: bool = True) -> Batch:
+    """Run the policy for `steps_per_env` steps in each env: one batched forward per step.
+
+    The normalisers learn from what they see unless `update_stats` is False (a probe's rollout)."""
     n, t_max = venv.num_envs, steps_per_env
     obs_b = np.zeros((t_max, n, venv.obs_dim))
     act_b = np.zeros((t_max, n, venv.act_dim))
@@ -48,25 +51,26 @@ def collect(venv: VecEnv, weights: PolicyWeights, obs_norm: ObsNormalizer, rewar
     next_b = np.zeros((t_max, n, venv.obs_dim))
     std = np.exp(weights.log_std[0])
     ep_returns, ep_lengths = [], []
-    obs = obs_norm(venv.obs, update=True)
+    obs = obs_norm(venv.obs, update=update_stats)
     for t in range(t_max):
         mean = weights.mean(obs[None])[0]
         action = mean + std * rng.standard_normal(mean.shape)
         out = venv.step(action, rng)
         done = out["terminated"] | out["truncated"]
         obs_b[t], act_b[t], rew_b[t] = obs, action, out["reward"]
-        trew_b[t] = reward_scaler(out["reward"], done)
+        trew_b[t] = reward_scaler(out["reward"], done, update=update_stats)
         term_b[t], cont_b[t] = out["terminated"], ~done
         ep_returns += out["ep_returns"]
         ep_lengths += out["ep_lengths"]
         if done.any():
             next_b[t, done] = obs_norm(out["final_obs"][done])
-        obs = obs_norm(out["obs"], update=t < t_max - 1)  # the last one is counted next iteration
+        obs = obs_norm(out["obs"], update=update_stats and t < t_max - 1)  # the last one: next iteration
     # the batch is cut mid-episode: bootstrap from the observation that follows
+    done_b = ~cont_b
     open_at_end = cont_b[-1].copy()
     next_b[-1, open_at_end] = obs[open_at_end]
     cont_b[-1] = False
-    return Batch(obs_b, act_b, rew_b, trew_b, term_b, cont_b, next_b, ep_returns, ep_lengths)
+    return Batch(obs_b, act_b, rew_b, trew_b, term_b, done_b, cont_b, next_b, ep_returns, ep_lengths)
 
 
 def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, terminated: np.ndarray,

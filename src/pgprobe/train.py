@@ -46,7 +46,7 @@ class Trainer:
     def __init__(self, agent: dict, seed: int):
         self.agent, self.seed = agent, seed
         self.t, self.a = agent["train"], agent["algo_cfg"]
-        self.venv = VecEnv(agent["env"], self.t["num_envs"])
+        self.venv = VecEnv(agent["env"], self.t["num_envs"], clip_actions=self.t["clip_actions"])
         torch.manual_seed(seed)
         self.rng = np.random.default_rng(seed)
         init = self.a["init"]
@@ -61,32 +61,47 @@ class Trainer:
         self.venv.reset(self.rng)
         self.iteration = 0
 
-    # -- one iteration ------------------------------------------------------------
-    def rollout(self):
-        if self.t["reset_every_iter"]:
-            self.venv.reset(self.rng)
-            self.reward_scaler.ret[:] = 0.0
-        steps = self.t["steps_per_iter"] // self.venv.num_envs
-        return collect(self.venv, PolicyWeights.from_policy(self.policy), self.obs_norm,
-                       self.reward_scaler, self.rng, steps)
+    # -- one iteration (probes reuse rollout, prepare and update_policy through probes/api.py) --------
+    def rollout(self, venv: VecEnv | None = None, rng: np.random.Generator | None = None,
+                steps_per_env: int | None = None, update_stats: bool = True):
+        """The agent's rollout.  A probe passes its own envs and generator, and update_stats=False:
+        fresh episodes, the normalisers frozen."""
+        venv, rng = venv or self.venv, rng or self.rng
+        if self.t["reset_every_iter"] or venv is not self.venv:
+            venv.reset(rng)
+            if update_stats:
+                self.reward_scaler.ret[:] = 0.0
+        steps = steps_per_env or self.t["steps_per_iter"] // venv.num_envs
+        return collect(venv, PolicyWeights.from_policy(self.policy), self.obs_norm,
+                       self.reward_scaler, rng, steps, update_stats=update_stats)
+
+    def prepare(self, batch, norm_adv: bool | None = None) -> common.TrainData:
+        """Advantages and value targets as the agent computes them (norm_adv: a probe's override)."""
+        return common.prepare(batch, self.policy, self.value, self.t["gamma"], self.t["gae_lambda"],
+                              self.a["norm_adv"] if norm_adv is None else norm_adv,
+                              self.t["bootstrap_truncation"], self.t["fit_done_steps"])
 
     def lr_fraction(self) -> float:
         return 1.0 - self.iteration / self.t["iterations"] if self.a["anneal_lr"] else 1.0
+
+    def update_policy(self, policy, opt, data, rng) -> dict:
+        """The algorithm's policy update of this iteration (its learning rate) on `data`."""
+        common.set_lr(opt, self.a.get("lr", 0.0) * self.lr_fraction())
+        return KINDS[self.a["kind"]].update_policy(policy, opt, data, self.a, rng)
 
     def step(self) -> tuple[dict, dict]:
         """Run iteration `self.iteration`; returns (logged stats, what a checkpoint needs)."""
         t0 = time.perf_counter()
         batch = self.rollout()
+        normalisers = {"obs_norm": self.obs_norm.rms.state(), "reward_scaler": self.reward_scaler.state()}
         t1 = time.perf_counter()
-        data = common.prepare(batch, self.policy, self.value, self.t["gamma"], self.t["gae_lambda"],
-                              self.a["norm_adv"])
-        frac = self.lr_fraction()
-        common.set_lr(self.policy_opt, self.a.get("lr", 0.0) * frac)
-        common.set_lr(self.value_opt, self.a["value_lr"] * frac)
+        data = self.prepare(batch)
+        common.set_lr(self.value_opt, self.a["value_lr"] * self.lr_fraction())
         theta_before = flat_params(self.policy)
         entropy = self.policy.entropy().item()
         value_loss = common.fit_value(self.value, self.value_opt, data, self.a, self.rng)
-        extra = KINDS[self.a["kind"]].update_policy(self.policy, self.policy_opt, data, self.a, self.rng)
+        extra = self.update_policy(self.policy, self.policy_opt, data, self.rng)
+        frac = self.lr_fraction()
         stats = {
             "return_mean": float(np.mean(batch.ep_returns)) if batch.ep_returns else np.nan,
             "return_median": float(np.median(batch.ep_returns)) if batch.ep_returns else np.nan,
@@ -103,7 +118,7 @@ class Trainer:
         stats["env_steps"] = self.iteration * self.t["steps_per_iter"]
         stats["_time_sample"], stats["_time_update"] = t1 - t0, time.perf_counter() - t1
         step = {"batch": batch, "data": data, "theta_before": theta_before,
-                "theta_after": flat_params(self.policy)}
+                "theta_after": flat_params(self.policy), "normalisers": normalisers, "extra": extra}
         return stats, step
 
     # -- snapshots --------------------------------------------------------------------
@@ -116,7 +131,7 @@ class Trainer:
             "value_opt": _optim_state(self.value_opt),
             "obs_norm": self.obs_norm.rms.state(),
             "reward_scaler": self.reward_scaler.state(),
-            "env": self.venv.state(),
+            "env": self.venv.state() if not self.t["reset_every_iter"] else {},
             "rng": json.dumps(self.rng.bit_generator.state),
             "torch_rng": torch.get_rng_state().numpy(),
         }
@@ -129,7 +144,8 @@ class Trainer:
         _load_optim(self.value_opt, s["value_opt"])
         self.obs_norm.rms.load(s["obs_norm"])
         self.reward_scaler.load(s["reward_scaler"])
-        self.venv.load(s["env"])
+        if not self.t["reset_every_iter"]:
+            self.venv.load(s["env"])
         self.rng.bit_generator.state = json.loads(str(s["rng"]))
         torch.set_rng_state(torch.as_tensor(np.asarray(s["torch_rng"], np.uint8)))
 

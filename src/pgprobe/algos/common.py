@@ -27,6 +27,7 @@ class TrainData:
     raw_advantages: torch.Tensor  # GAE, before normalisation
     returns: torch.Tensor         # value targets: V_old + A_GAE
     values_old: torch.Tensor
+    value_mask: torch.Tensor      # bool: the step enters the value loss
 
     @property
     def n(self) -> int:
@@ -34,7 +35,13 @@ class TrainData:
 
 
 def prepare(batch: Batch, policy: GaussianPolicy, value: ValueNet, gamma: float, lam: float,
-            norm_adv: bool) -> TrainData:
+            norm_adv: bool, bootstrap_truncation: bool = False, fit_done_steps: bool = False) -> TrainData:
+    """Advantages (GAE) and value targets for a batch, as tensors.
+
+    The authors' code treats a time-limit truncation as terminal (next value 0) and leaves the
+    last step of every episode out of the value loss; `bootstrap_truncation` and `fit_done_steps`
+    switch to the modern choices (bootstrap from the truncated state; fit every step).
+    """
     obs = torch.as_tensor(batch.obs, dtype=torch.float32)
     next_obs = torch.as_tensor(batch.next_obs, dtype=torch.float32)
     with torch.no_grad():
@@ -44,7 +51,8 @@ def prepare(batch: Batch, policy: GaussianPolicy, value: ValueNet, gamma: float,
         next_values[:-1] = values[1:]
         if ended.any():
             next_values[ended] = value(next_obs[torch.as_tensor(ended)]).double().numpy()
-    adv, ret = gae(batch.train_rewards, values, next_values, batch.terminated, batch.continues, gamma, lam)
+    terminal = batch.terminated if bootstrap_truncation else batch.done
+    adv, ret = gae(batch.train_rewards, values, next_values, terminal, batch.continues, gamma, lam)
     flat_obs = obs.reshape(-1, obs.shape[-1])
     actions = torch.as_tensor(batch.flat("actions"), dtype=torch.float32)
     with torch.no_grad():
@@ -54,7 +62,8 @@ def prepare(batch: Batch, policy: GaussianPolicy, value: ValueNet, gamma: float,
     used = (raw - raw.mean()) / (raw.std() + 1e-8) if norm_adv else raw
     return TrainData(flat_obs, actions, logp_old, mean_old, log_std_old, used, raw,
                      torch.as_tensor(ret.reshape(-1), dtype=torch.float32),
-                     torch.as_tensor(values.reshape(-1), dtype=torch.float32))
+                     torch.as_tensor(values.reshape(-1), dtype=torch.float32),
+                     torch.as_tensor(fit_done_steps | ~batch.done.reshape(-1)))
 
 
 def surrogate(policy: GaussianPolicy, data: TrainData, idx=None) -> torch.Tensor:
@@ -71,11 +80,15 @@ def minibatches(n: int, count: int, rng: np.random.Generator):
 
 def fit_value(value: ValueNet, opt: torch.optim.Optimizer, data: TrainData, cfg: dict,
               rng: np.random.Generator) -> float:
-    """Regress V on the GAE targets; optional clipping of the change around V_old. Returns last epoch's loss."""
+    """Regress V on the GAE targets over the steps of `data.value_mask`; optional clipping of the
+    change around V_old.  Returns the last epoch's mean loss over the masked steps."""
     loss_sum = 0.0
     for _ in range(cfg["value_epochs"]):
-        loss_sum = 0.0
+        loss_sum, count = 0.0, 0
         for mb in minibatches(data.n, cfg["minibatches"], rng):
+            mb = mb[data.value_mask[mb]]
+            if not len(mb):
+                continue
             v, target = value(data.obs[mb]), data.returns[mb]
             loss = (v - target).pow(2)
             if cfg["value_clip"]:
@@ -87,8 +100,8 @@ def fit_value(value: ValueNet, opt: torch.optim.Optimizer, data: TrainData, cfg:
             loss.backward()
             clip_grads(value, cfg["max_grad_norm"])
             opt.step()
-            loss_sum += loss.item() * len(mb)
-    return loss_sum / data.n
+            loss_sum, count = loss_sum + loss.item() * len(mb), count + len(mb)
+    return loss_sum / max(count, 1)
 
 
 def clip_grads(module: torch.nn.Module, max_norm) -> None:

@@ -1,8 +1,10 @@
 # pgprobe: train -> checkpoint -> probe -> aggregate -> figure.
-#   snakemake --cores 32 figures/fig6.pdf                                   (paper scale)
+#   snakemake --cores 32                                                      (every figure, paper scale)
 #   snakemake --cores 2 figures/quick/fig6.pdf --configfile config/quick.yaml  (a laptop)
-# The DAG, params keys and source files of every stage live in src/pgprobe/stages.py;
-# dvc.yaml is generated from the same module (`pgprobe dvc-yaml`).
+# Paths, commands, params keys and code of every stage live in src/pgprobe/pipeline/dag.py, what each
+# probe and figure reads in src/pgprobe/pipeline/declarations.py; dvc.yaml is generated from the same
+# (`pgprobe dvc-yaml`).  The default profile (profiles/default -> workflow/profiles/default) is used
+# by every call.
 from snakemake.utils import validate
 
 configfile: "params.yaml"
@@ -17,6 +19,7 @@ include: "workflow/rules/figure.smk"
 
 
 rule all:
+    """Every figure of the run."""
     input:
-        [stages.figure_path(RUN, fig) for fig in stages.FIGURES if fig in config.get("figures", {})],
+        [dag.path("figure", run=RUN, figure=fig) for fig in dag.figures_of(config)],
     default_target: True

@@ -14,7 +14,7 @@ ENV_ID = "Hopper-v5"
 
 def agent(algo: str, iterations: int, env_id: str = ENV_ID, params: Path = PARAMS) -> dict:
     """The agent config the pipeline would train, from params.yaml, with `train.iterations` overridden."""
-    from pgprobe import config
+    from pgprobe.pipeline import config
 
     cfg = config.load(params)
     a = config.agent_config(cfg, env_id, algo)

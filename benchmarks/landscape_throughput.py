@@ -124,7 +124,7 @@ class _Recorder:
         self.stepper.close()
 
 
-def recorded_run(env_id, weights, obs_mean, obs_std, obs_clip, min_steps, m, seed, chunk):
+def recorded_run(env_id, weights, obs_mean, obs_std, obs_clip, min_steps, m, seed, chunk, clip_actions):
     """`episode_returns` in this process with every env wrapped in a _Recorder: (returns, steps, chunks, wall)."""
     from pgprobe import evaluate
 
@@ -141,7 +141,8 @@ def recorded_run(env_id, weights, obs_mean, obs_std, obs_clip, min_steps, m, see
     evaluate.VecEnv = RecordingVecEnv
     try:
         t0 = time.perf_counter()
-        rets = evaluate.episode_returns(env_id, weights, obs_mean, obs_std, obs_clip, min_steps, m, seed)
+        rets = evaluate.episode_returns(env_id, weights, obs_mean, obs_std, obs_clip, min_steps, m, seed,
+                                        clip_actions=clip_actions)
         wall = time.perf_counter() - t0
     finally:
         evaluate.VecEnv = real
@@ -221,14 +222,14 @@ def bench_env(env_id: str, args) -> dict:
           f"min_steps {min_steps} per env slot (>= {min_steps * m} per point)", flush=True)
 
     c0 = cpu_seconds()
-    rets1, steps, chunks, wall1 = recorded_run(*call, min_steps, m, args.seed, args.chunk)
+    rets1, steps, chunks, wall1 = recorded_run(*call, min_steps, m, args.seed, args.chunk, args.clip_actions)
     cpu1 = cpu_seconds() - c0
     n_ep = sum(len(r) for r in rets1)
     print(f"  1 process (instrumented)  {steps / wall1:8.0f} env-steps/s  {1e6 * cpu1 / steps:6.0f} cpu-us/step   "
           f"({steps} steps, {n_ep} episodes, mean length {steps / n_ep:.1f}, {wall1:.2f}s)", flush=True)
 
     c0, t0 = cpu_seconds(), time.perf_counter()
-    parallel_episode_returns(*call, 1, m, args.seed, args.threads)
+    parallel_episode_returns(*call, 1, m, args.seed, args.threads, clip_actions=args.clip_actions)
     fixed, fixed_cpu = time.perf_counter() - t0, cpu_seconds() - c0
     print(f"  fixed cost of one call (min_steps=1): {fixed:.2f}s wall, {fixed_cpu:.2f} cpu-s", flush=True)
 
@@ -240,7 +241,8 @@ def bench_env(env_id: str, args) -> dict:
         for what in order:
             if what == "probe":
                 c0, t0 = cpu_seconds(), time.perf_counter()
-                rets = parallel_episode_returns(*call, min_steps, m, args.seed, args.threads)
+                rets = parallel_episode_returns(*call, min_steps, m, args.seed, args.threads,
+                                                clip_actions=args.clip_actions)
                 wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
                 if rets != rets1:
                     raise SystemExit("parallel_episode_returns differs from the single-process run: "
@@ -276,13 +278,16 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=2, help="probe and floor runs, alternated")
     p.add_argument("--gym-seconds", type=float, default=3.0, help="duration of the single-gymnasium-env reference")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--clip-actions", action="store_true",
+                   help="clip actions to the action space (default: raw actions, the authors' code)")
     p.add_argument("--strict", action="store_true", help="exit 1 when a target is missed")
     args = p.parse_args(argv)
     _common.pin_threads(1)
 
     print(f"landscape_throughput: parallel_episode_returns ({args.threads} workers) vs mujoco.rollout "
           f"({args.threads} threads); K={args.points}, M={args.envs_per_point}, "
-          f">= {args.steps_per_point} steps/point, policy {args.hidden} tanh xavier, obs clip {args.obs_clip}")
+          f">= {args.steps_per_point} steps/point, policy {args.hidden} tanh xavier, obs clip {args.obs_clip}, "
+          f"{'clipped' if args.clip_actions else 'raw'} actions")
     print(f"  {_common.machine()}")
     results = [bench_env(e, args) for e in args.envs]
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from pgprobe import config
+from pgprobe.pipeline import config
 from pgprobe.algos import common, ppo, trpo
 from pgprobe.envs import VecEnv
 from pgprobe.nets import (GaussianPolicy, ObsNormalizer, PolicyWeights, RewardScaler, ValueNet, flat_params,
@@ -183,7 +183,12 @@ def test_kl_hessian_is_fisher_information():
 
     scores = torch.func.vmap(torch.func.grad(logp), in_dims=(None, 0, 0))(theta0, obs_rep, acts)
     fisher = scores.T @ scores / scores.shape[0]
-    rel = (torch.linalg.norm(fisher - h) / torch.linalg.norm(h)).item()
+    # pgprobe's Fisher-vector product (no damping), applied to every basis vector: the KL Hessian ...
+    fvp = trpo.fisher_vector_product(pol, obs, damping=0.0)
+    ours = torch.stack([fvp(e) for e in torch.eye(h.shape[0], dtype=torch.float64)])
+    torch.testing.assert_close(ours, h, rtol=1e-6, atol=1e-9)
+    # ... which is the Fisher information E[score score^T] (Monte Carlo, loose)
+    rel = (torch.linalg.norm(fisher - ours) / torch.linalg.norm(ours)).item()
     assert rel < 0.05, rel
     # the score has mean zero
     assert scores.mean(0).abs().max().item() < 0.05 * scores.std(0).max().item()
@@ -279,15 +284,30 @@ def test_trpo_line_search_backtracks_to_the_kl_limit(hopper_setup):
 
 
 def test_trpo_rejects_step_without_improvement(hopper_setup):
-    """Zero advantages: the surrogate cannot strictly improve, so no step is taken."""
+    """A full step far outside any sensible trust region (max_kl huge, three backtracks): every fraction
+    tried still makes the surrogate worse, so the line search takes no step, though the proposed step
+    is not zero.  With the agent's max_kl the same batch gives a step."""
     cfg, pol0, data = hopper_setup
-    pol = copy.deepcopy(pol0)
-    zero = copy.copy(data)
-    zero.advantages = torch.zeros_like(data.advantages)
-    theta = flat_params(pol).clone()
-    out = trpo.update_policy(pol, None, zero, cfg["algos"]["trpo"], np.random.default_rng(4))
-    assert out["step_fraction"] == 0.0
-    torch.testing.assert_close(flat_params(pol), theta, rtol=0, atol=0)
+    theta = flat_params(pol0).clone()
+    for max_kl, accepted in ((1e6, False), (cfg["algos"]["trpo"]["max_kl"], True)):
+        pol = copy.deepcopy(pol0)
+        acfg = {**cfg["algos"]["trpo"], "max_kl": max_kl, "max_backtrack": 3 if max_kl > 1 else 10}
+        out = trpo.update_policy(pol, None, data, acfg, np.random.default_rng(4))
+        assert np.linalg.norm(out["full_step"]) > 0.5
+        if accepted:
+            assert out["step_fraction"] > 0 and not torch.equal(flat_params(pol), theta)
+        else:
+            assert out["step_fraction"] == 0.0
+            torch.testing.assert_close(flat_params(pol), theta, rtol=0, atol=0)
+            # every fraction tried was within max_kl; none improved by accept_ratio of the linear prediction
+            step = torch.as_tensor(out["full_step"])
+            g = trpo.flat_grad(common.surrogate(pol0, data), list(pol0.parameters()))
+            for k in range(acfg["max_backtrack"]):
+                frac = acfg["backtrack_coef"] ** k
+                set_flat_params(pol, theta + frac * step)
+                with torch.no_grad():
+                    gain = common.surrogate(pol, data).item() - common.surrogate(pol0, data).item()
+                assert gain <= acfg["accept_ratio"] * frac * (g @ step).item()
 
 
 def test_ppo_update_small_lr_keeps_ratios_near_clip_range(hopper_setup):

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgprobe import config
+from pgprobe.pipeline import config
 from pgprobe.cli import main
 from pgprobe.errors import ConfigError
 
@@ -72,6 +72,16 @@ def test_deep_merge_does_not_mutate_inputs():
     ({"env_overrides": {"Hopper-v5": {"ppo": {"lrr": 1.0}}}}, ["env_overrides.Hopper-v5.ppo", "lrr"]),
     ({"train": {"num_envs": 3, "steps_per_iter": 128}}, ["train.steps_per_iter", "train.num_envs"]),
     ({"runn": "x"}, ["runn"]),
+    ({"figures": {"fig8": {"seeds": []}}}, ["figures.fig8.seeds"]),
+    ({"figures": {"fig8": {"algos": ["a2c"]}}}, ["figures.fig8.algos", "a2c"]),
+    ({"figures": {"fig99": {"envs": ["Hopper-v5"], "algos": ["ppo"], "seeds": [0]}}}, ["figures.fig99"]),
+    ({"figures": {"fig6": {"iterations": [488]}}}, ["figures.fig6.iterations", "488"]),
+    ({"probes": {"landscape": {"x": {"min": -0.5, "max": 1.5, "points": 7}}}}, ["probes.landscape.x", "x = 0"]),
+    ({"probes": {"landscape": {"x": {"min": 0.0, "max": 0.5, "points": 3}}}}, ["probes.landscape.x", "x = 1"]),
+    ({"probes": {"landscape": {"y": {"min": 0.5, "max": 1.0, "points": 3}}}}, ["probes.landscape.y", "y = 0"]),
+    # exact resume of a non-MuJoCo env is impossible: said at validation, before any job
+    ({"train": {"reset_every_iter": False}, "figures": {"curves": {"envs": ["Pendulum-v1"]}}},
+     ["train.reset_every_iter", "Pendulum-v1"]),
 ])
 def test_bad_params_raise_config_error_naming_the_key(params, tmp_path, overlay, names):
     path = _write(tmp_path, overlay)
@@ -178,3 +188,16 @@ def test_minibatches_must_leave_at_least_two_samples_each(params, tmp_path, mini
     path = _write(tmp_path, {"train": {"steps_per_iter": 128}, "algos": {"ppo": {"minibatches": minibatches}}})
     with pytest.raises(ConfigError, match=r"algos\.ppo\.minibatches"):
         config.load(params, [path])
+
+
+@pytest.mark.parametrize("overlay", ["config/quick.yaml", "config/smoke.yaml"])
+def test_shipped_overlays_validate(repo_root, params, overlay):
+    cfg = config.load(params, [repo_root / overlay])
+    assert cfg["run"] == Path(overlay).stem
+
+
+def test_any_gymnasium_continuous_task_by_configuration(params, tmp_path):
+    """Classic-control tasks train (and resume exactly: no env state crosses an iteration boundary)."""
+    cfg = config.load(params, [_write(tmp_path, {"figures": {"curves": {"envs": ["Pendulum-v1",
+                                                                                   "MountainCarContinuous-v0"]}}})])
+    assert cfg["figures"]["curves"]["envs"] == ["Pendulum-v1", "MountainCarContinuous-v0"]

@@ -128,8 +128,8 @@ def recorded(monkeypatch):
     made: list[VecEnv] = []
 
     class RecordingVecEnv(VecEnv):
-        def __init__(self, env_id, num_envs):
-            super().__init__(env_id, num_envs, backend="gymnasium")  # gymnasium envs, so they can be wrapped
+        def __init__(self, env_id, num_envs, **kw):
+            super().__init__(env_id, num_envs, backend="gymnasium", **kw)  # gymnasium envs, so they can be wrapped
             self.envs = self.stepper.envs = [_Recorder(e, self.max_steps) for e in self.stepper.envs]
             made.append(self)
 
@@ -138,7 +138,7 @@ def recorded(monkeypatch):
 
 
 def _returns(weights, seed, min_steps=150, m=2):
-    return evaluate.episode_returns(ENV, weights, np.zeros(OBS), np.ones(OBS), None, min_steps, m, seed)
+    return evaluate.episode_returns(ENV, weights, np.zeros(OBS), np.ones(OBS), None, min_steps, m, seed, clip_actions=False)
 
 
 def test_identical_policies_get_identical_returns_common_random_numbers():
@@ -177,7 +177,7 @@ def test_returns_are_of_complete_episodes_and_cover_min_steps(recorded):
 def test_parallel_workers_give_the_same_returns():
     w = stacked(make_policy(), 3, jitter=0.05)
     args = (ENV, w, np.zeros(OBS), np.ones(OBS), None, 60, 2, 7)
-    assert evaluate.parallel_episode_returns(*args, workers=2) == evaluate.parallel_episode_returns(*args, workers=1)
+    assert evaluate.parallel_episode_returns(*args, workers=2, clip_actions=False) == evaluate.parallel_episode_returns(*args, workers=1, clip_actions=False)
 
 
 def test_direct_mujoco_stepping_gives_gymnasiums_returns(monkeypatch):
@@ -185,8 +185,8 @@ def test_direct_mujoco_stepping_gives_gymnasiums_returns(monkeypatch):
     fast = _returns(w, seed=2, min_steps=120, m=2)
 
     class GymnasiumVecEnv(VecEnv):
-        def __init__(self, env_id, num_envs):
-            super().__init__(env_id, num_envs, backend="gymnasium")
+        def __init__(self, env_id, num_envs, **kw):
+            super().__init__(env_id, num_envs, backend="gymnasium", **kw)
 
     monkeypatch.setattr(evaluate, "VecEnv", GymnasiumVecEnv)
     assert _returns(w, seed=2, min_steps=120, m=2) == fast
@@ -208,7 +208,7 @@ def test_filter_direction_perturbs_log_std_even_at_its_initial_value_zero():
 def test_progress_reports_count_every_step_towards_min_steps():
     w = stacked(make_policy(), 2, jitter=0.05)
     reports: list[int] = []
-    evaluate.episode_returns(ENV, w, np.zeros(OBS), np.ones(OBS), None, 250, 2, 0, reports.append)
+    evaluate.episode_returns(ENV, w, np.zeros(OBS), np.ones(OBS), None, 250, 2, 0, reports.append, clip_actions=False)
     assert len(reports) >= 2 and all(r >= 0 for r in reports)
     assert sum(reports) == 2 * 2 * 250
 
@@ -216,6 +216,6 @@ def test_progress_reports_count_every_step_towards_min_steps():
 def test_parallel_progress_bar_gives_the_same_returns(capsys):
     w = stacked(make_policy(), 2, jitter=0.05)
     args = (ENV, w, np.zeros(OBS), np.ones(OBS), None, 150, 2, 3)
-    quiet = evaluate.parallel_episode_returns(*args, workers=2)
-    assert evaluate.parallel_episode_returns(*args, workers=2, progress=True) == quiet
+    quiet = evaluate.parallel_episode_returns(*args, workers=2, clip_actions=False)
+    assert evaluate.parallel_episode_returns(*args, workers=2, progress=True, clip_actions=False) == quiet
     assert "true reward" in capsys.readouterr().err

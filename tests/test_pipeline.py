@@ -1,19 +1,19 @@
 """The pipeline end to end, in a temporary copy of the repository, with Snakemake and DVC.
 
-One smoke run (Snakemake, `--cores 2`) is shared by every test of this module; the
-rest are dry runs (`snakemake -n`, `dvc status`) and one `dvc repro` of the landscape
-probes.  The copy runs its own source (PYTHONPATH=<copy>/src), so editing a source
-file in it is seen by both runners and by the jobs.
+One smoke run (Snakemake, `--cores 2 --configfile config/smoke.yaml`: every figure of the smoke
+run) is shared by the tests of this module; the rest are dry runs (`snakemake -n`, `dvc status`)
+and one `dvc repro` of the landscape probes through pipelines/smoke/dvc.yaml.  The copy runs its
+own source (PYTHONPATH=<copy>/src), so editing a source file in it is seen by both runners and by
+the jobs.
 
-Order matters (pytest runs a module top to bottom): the tests that change params or
-source restore them; the DVC test that reruns the probes comes last.
+Order matters (pytest runs a module top to bottom): the tests that change params or source
+restore them; the DVC test that reruns the probes comes last.
 """
 from __future__ import annotations
 
 import ast
 import base64
 import contextlib
-import copy as _copy
 import json
 import os
 import random
@@ -27,15 +27,20 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pgprobe import stages
+from pgprobe.pipeline import dag
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-SKIP_TOP = {".venv", "data", "figures", "logs", ".snakemake", ".pytest_cache"}  # ignored anyway; belt and braces
-FIG = stages.figure_path("smoke", "fig6")
+SKIP_TOP = {".venv", "data", "figures", "logs", ".snakemake", ".pytest_cache"}
+SMOKE = ("--configfile", "config/smoke.yaml")
+SMOKE_DVC = "pipelines/smoke/dvc.yaml"
+FIGS = ("fig6", "fig8", "curves")
+ALL_SMOKE = {"train": 6, "checkpoint": 2, "probe": 2, "aggregate": 3, "figure": 3, "all": 1}
 
-pytestmark = pytest.mark.skipif(not (VENV_BIN / "snakemake").exists() or not (VENV_BIN / "dvc").exists(),
-                                reason="snakemake and dvc must be installed next to the test interpreter")
+
+def test_snakemake_and_dvc_are_installed():
+    """The pipeline tests need both runners next to the test interpreter (`pip install -e .` puts them there)."""
+    assert (VENV_BIN / "snakemake").exists() and (VENV_BIN / "dvc").exists(), VENV_BIN
 
 
 # -- helpers --------------------------------------------------------------------------------
@@ -81,20 +86,11 @@ def copy_repo(dest: Path) -> Path:
     return dest
 
 
-def smoke_params(root: Path) -> dict:
-    """params.yaml deep-merged with config/smoke.yaml, validated by the copy's own pgprobe.config.load."""
-    code = ("import json; from pgprobe import config; "
-            "print(json.dumps(config.load('params.yaml', ['config/smoke.yaml'])))")
+def params_of(root: Path, *overlays) -> dict:
+    """params.yaml (+ overlays), merged and validated by the copy's own pgprobe."""
+    code = (f"import json; from pgprobe.pipeline import config; "
+            f"print(json.dumps(config.load('params.yaml', {list(overlays)!r})))")
     return json.loads(sh(root, "python", "-c", code, merge=False).stdout)
-
-
-def load_cfg(root: Path) -> dict:
-    """The copy's params.yaml (already validated when the copy was made, and by every Snakemake call)."""
-    return yaml.safe_load((root / "params.yaml").read_text())
-
-
-def write_params(root: Path, cfg: dict) -> None:
-    (root / "params.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
 
 
 def git_commit(root: Path, msg: str) -> None:
@@ -107,7 +103,7 @@ def job_counts(output: str) -> dict[str, int]:
     """The first `Job stats:` table of a Snakemake run or dry run; {} when there is nothing to do."""
     lines = output.splitlines()
     try:
-        start = next(i for i, l in enumerate(lines) if l.strip() == "Job stats:")
+        start = next(i for i, line in enumerate(lines) if line.strip() == "Job stats:")
     except StopIteration:
         assert "Nothing to be done" in output, output[-3000:]
         return {}
@@ -120,22 +116,24 @@ def job_counts(output: str) -> dict[str, int]:
     return counts
 
 
-def dry_run(root: Path, *extra) -> dict[str, int]:
-    return job_counts(sh(root, "snakemake", "-n", *extra).stdout)
+def dry_run(root: Path, *targets, overlay=SMOKE) -> dict[str, int]:
+    return job_counts(sh(root, "snakemake", "-n", *targets, *overlay).stdout)
 
 
-def snakemake_dag(root: Path) -> list[dict]:
+def snakemake_dag(root: Path, overlay=()) -> list[dict]:
     """Every job of `snakemake -n --forceall -p`: rule, inputs, outputs, shell command (no log redirect)."""
-    out = sh(root, "snakemake", "-n", "--forceall", "-p").stdout
+    out = sh(root, "snakemake", "-n", "--forceall", "-p", *overlay).stdout
     jobs, job = [], None
     for line in out.splitlines():
         m = re.match(r"^(?:local)?rule (\S+):$", line)
         if m:
-            job = {"rule": m.group(1), "input": [], "output": [], "cmd": None}
+            job = {"rule": m.group(1), "input": [], "output": [], "cmd": None, "wildcards": {}}
             jobs.append(job)
         elif job is not None and re.match(r"^\s+(input|output): ", line):
             key, files = line.strip().split(": ", 1)
             job[key] = [f.strip() for f in files.split(", ")]
+        elif job is not None and re.match(r"^\s+wildcards: ", line):
+            job["wildcards"] = dict(kv.split("=", 1) for kv in line.strip()[len("wildcards: "):].split(", "))
         elif job is not None and line.startswith("Shell command: "):
             job["cmd"] = normalise_cmd(line[len("Shell command: "):])
     assert jobs, out[-3000:]
@@ -144,33 +142,27 @@ def snakemake_dag(root: Path) -> list[dict]:
 
 def normalise_cmd(cmd: str) -> str:
     cmd = re.sub(r"\s+2>\s*\S+\s*$", "", cmd.strip())  # Snakemake's log redirect
-    # The probe rule passes Snakemake's thread count (worker processes for rollouts); the results do
-    # not depend on it (test_landscape.py::test_parallel_workers_give_the_same_returns), DVC runs one.
+    # Snakemake passes its thread count, DVC 0 (every core); results do not depend on it
+    # (test_evaluate.py: the same numbers whatever the number of workers).
     return re.sub(r"\s+--threads \d+", "", cmd)
 
 
-def dvc_stages(root: Path) -> dict:
-    return yaml.safe_load((root / "dvc.yaml").read_text())["stages"]
+def dvc_stages(root: Path, dvc_yaml: str = SMOKE_DVC) -> dict:
+    return yaml.safe_load((root / dvc_yaml).read_text())["stages"]
 
 
 def stage_kind(name: str) -> str:
     return name.split("-", 1)[0]
 
 
-AGENT_RE = re.compile(r"^data/[^/]+/(?:agents|checkpoints|probes/[^/]+)/([^/]+)/([^/]+)/seed\d+")
-
-
-def stage_agent(stage: dict) -> tuple[str, str]:
-    m = AGENT_RE.match(stage["outs"][0])
-    return (m.group(1), m.group(2)) if m else ("", "")
-
-
 def data_files(root: Path) -> list[Path]:
     return sorted(p for p in (root / "data").rglob("*") if p.is_file())
 
 
-def dvc_status(root: Path) -> dict:
-    return json.loads(sh(root, "dvc", "status", "--json", merge=False).stdout or "{}")
+def dvc_status(root: Path, dvc_yaml: str = SMOKE_DVC) -> dict:
+    """Stages out of date, by their names in `dvc_yaml`."""
+    status = json.loads(sh(root, "dvc", "status", dvc_yaml, "--json", merge=False).stdout or "{}")
+    return {name.removeprefix(f"{dvc_yaml}:"): v for name, v in status.items()}
 
 
 @contextlib.contextmanager
@@ -185,35 +177,35 @@ def edited(path: Path, change):
         os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+def _set(tree: dict, dotted: str, value) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+
+
 @contextlib.contextmanager
-def params_changed(root: Path, dotted: str, value):
-    cfg = yaml.safe_load((root / "params.yaml").read_text())
+def params_changed(root: Path, dotted: str, value, file: str = "config/smoke.yaml"):
+    """Set a key in a params file (the smoke overlay by default), restored afterwards."""
+    def change(text):
+        tree = yaml.safe_load(text) or {}
+        _set(tree, dotted, value)
+        return yaml.safe_dump(tree, sort_keys=False)
 
-    def change(_):
-        new = _copy.deepcopy(cfg)
-        *parents, leaf = dotted.split(".")
-        node = new
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-        return yaml.safe_dump(new, sort_keys=False)
-
-    with edited(root / "params.yaml", change):
+    with edited(root / file, change):
         yield
 
 
 # -- fixtures ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def smoke(tmp_path_factory) -> Path:
-    """A git copy of the repo with the merged smoke params as params.yaml, its dvc.yaml, and ONE smoke run."""
+    """A git copy of the repo and ONE smoke run of every figure, as a user runs it."""
     root = copy_repo(tmp_path_factory.mktemp("pipeline") / "repo")
-    write_params(root, smoke_params(root))
-    sh(root, "pgprobe", "dvc-yaml")
     sh(root, "git", "init", "-q")
     git_commit(root, "smoke copy")
-    proc = sh(root, "snakemake", "--cores", "2", timeout=900)
-    assert job_counts(proc.stdout) == {"train": 1, "checkpoint": 2, "probe_landscape": 2, "aggregate_fig6": 1,
-                                       "figure_fig6": 1, "all": 1}, proc.stdout[-3000:]
+    proc = sh(root, "snakemake", "--cores", "2", *SMOKE, timeout=1200)
+    assert job_counts(proc.stdout) == ALL_SMOKE, proc.stdout[-3000:]
     return root
 
 
@@ -222,160 +214,231 @@ def dvc_committed(smoke) -> Path:
     """The smoke run recorded in DVC (`dvc commit --force`), dvc.lock committed to git."""
     if not (smoke / ".dvc" / "config").exists():
         sh(smoke, "dvc", "init", "-q")
-    sh(smoke, "dvc", "commit", "--force")
+    sh(smoke, "dvc", "commit", "--force", SMOKE_DVC)
     git_commit(smoke, "dvc commit of the smoke run")
     return smoke
 
 
 @pytest.fixture(scope="module")
 def bare(tmp_path_factory) -> Path:
-    """A copy with the repo's own (paper) params.yaml and dvc.yaml, and no data: for dry runs only."""
+    """A copy with the repo's own params and pipelines, and no data: for dry runs only."""
     return copy_repo(tmp_path_factory.mktemp("bare") / "repo")
 
 
 # -- 1. end to end ---------------------------------------------------------------------------
 def test_smoke_pipeline_end_to_end(smoke):
-    from pgprobe.artifacts import read_nc
-
-    fig = smoke / FIG
-    assert fig.is_file() and fig.stat().st_size > 0
-    assert fig.read_bytes()[:5] == b"%PDF-"
-    cfg = load_cfg(smoke)
-    expected = {o for job in stages.plan(cfg) for o in job.outs}
-    ncs = [p for p in data_files(smoke) if p.suffix == ".nc"]
-    assert ncs
-    assert not [p for p in data_files(smoke) if ".tmp" in p.name], "temporary files left behind"
-    others = [p for p in data_files(smoke) if p.suffix != ".nc" and p.name not in ("train.log", ".snakemake_timestamp")]
-    assert not others, f"unexpected files among the artifacts: {others}"
-    kinds = {}
-    for p in ncs:
-        ds = read_nc(p)
-        assert ds.attrs.get("pgprobe_kind"), f"{p} has no pgprobe_kind attr"
-        assert ds.attrs.get("pgprobe_code"), f"{p} has no pgprobe_code attr"
-        kinds.setdefault(ds.attrs["pgprobe_kind"], []).append(p)
-    for out in expected:  # every declared output exists
-        assert (smoke / out).exists(), out
-    assert {"train_log", "snapshot", "checkpoint", "probe_landscape", "aggregate_fig6"} <= set(kinds)
-    assert len(kinds["checkpoint"]) == len(kinds["probe_landscape"]) == len(cfg["figures"]["fig6"]["iterations"])
-    # a landscape artifact describes itself: the normalisation, whether log-std moved, the direction
-    # itself and every episode's return (SPEC, "Landscapes")
     import numpy as np
 
-    lcfg = cfg["probes"]["landscape"]
-    for p in kinds["probe_landscape"]:
+    from pgprobe.pipeline.artifacts import read_nc
+
+    cfg = params_of(smoke, "config/smoke.yaml")
+    for fig in FIGS:
+        pdf = smoke / dag.path("figure", run="smoke", figure=fig)
+        assert pdf.read_bytes()[:5] == b"%PDF-", pdf
+    expected = {o for job in dag.plan(cfg) for o in job.outs}
+    for out in expected:  # every declared output exists
+        assert (smoke / out).exists(), out
+    assert not [p for p in data_files(smoke) if ".tmp" in p.name], "temporary files left behind"
+    kinds = {}
+    for p in (p for p in data_files(smoke) if p.suffix == ".nc"):
         ds = read_nc(p)
-        assert ds.attrs["direction_norm"] == lcfg["direction_norm"]
+        assert ds.attrs.get("pgprobe_kind") and ds.attrs.get("pgprobe_code"), p
+        kinds.setdefault(ds.attrs["pgprobe_kind"], []).append(ds)
+        assert not [d for d in ds.dims if re.search(r"_d\d+$", d)] or ds.attrs["pgprobe_kind"] == "snapshot", \
+            f"{p}: unnamed dims {list(ds.dims)}"
+    assert {"train_log", "snapshot", "checkpoint", "probe_landscape", "aggregate_fig6", "aggregate_fig8",
+            "aggregate_curves"} <= set(kinds)
+    for kind in ("train_log", "checkpoint", "probe_landscape"):  # agent coordinates, for combine_by_coords
+        for ds in kinds[kind]:
+            assert {"env", "algo", "seed"} <= set(ds.coords), kind
+    lcfg = cfg["probes"]["landscape"]
+    for ds in kinds["probe_landscape"]:
+        assert int(ds.coords["iteration"]) in cfg["figures"]["fig6"]["iterations"]
+        assert ds.attrs["direction_norm_kind"] == lcfg["direction_norm"]
         assert bool(ds.attrs["perturb_log_std"]) == lcfg["perturb_log_std"]
-        if lcfg["direction_norm"] == "unit":
-            assert np.linalg.norm(ds["direction"].values) == pytest.approx(1.0)
+        assert np.linalg.norm(ds["direction"].values) == pytest.approx(1.0)
         assert ds.sizes["x"] == lcfg["x"]["points"] and ds.sizes["y"] == lcfg["y"]["points"]
         assert (ds["episodes"].values >= 1).all()
-        assert "episode_returns" in ds and "step" in ds
+        assert {"episode_return", "episode_discounted_return", "episode_length", "true_reward_sem"} <= set(ds)
+    # a quick or smoke run leaves the paper run alone
+    assert not (smoke / "data" / "paper").exists() and not list((smoke / "figures").glob("*.pdf"))
     assert dry_run(smoke) == {}, "a second `snakemake -n` should have nothing to do"
+
+
+def test_info_says_what_made_an_artifact(smoke):
+    probe = dag.path("probe", run="smoke", probe="landscape", env="Humanoid-v5", algo="trpo", seed=0, iteration=3)
+    out = sh(smoke, "pgprobe", "info", probe, merge=False).stdout
+    assert "a probe_landscape artifact" in out
+    assert "env=Humanoid-v5  algo=trpo  seed=0  iteration=3" in out
+    assert re.search(r"code:\s+pgprobe \S+\+[0-9a-f]{16}", out)
+    assert "torch 2.13.0" in out and "max_kl" in out and "samples_per_point" in out  # upstream and own params
+
+
+@pytest.mark.parametrize("kind", ["train", "checkpoint", "probe", "aggregate", "figure"])
+def test_code_fingerprint_covers_every_module_a_job_imports(smoke, tmp_path, kind):
+    """Run one real job of each kind (outputs elsewhere) with `python -X importtime`: every pgprobe module
+    it imports is among its stage's code files, so an edit to any of them reruns it."""
+    name, stage = next((n, s) for n, s in dvc_stages(smoke).items() if stage_kind(n) == kind)
+    out = stage["outs"][0]
+    cmd = stage["cmd"].replace(f"--out {out}", f"--out {tmp_path / 'out' / Path(out).name}")
+    if kind == "train":
+        cmd = re.sub(r"--out \S+", f"--out {tmp_path / 'agent'}", stage["cmd"])
+    args = cmd.split()[1:]
+    proc = subprocess.run([str(VENV_BIN / "python"), "-X", "importtime", "-m", "pgprobe.cli", *args], cwd=smoke,
+                          env=_env(smoke), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    imported = set(re.findall(r"\|\s+(pgprobe(?:\.\w+)*)\s*$", proc.stderr, re.M))
+    files = set()
+    for mod in imported:
+        rel = mod.replace(".", "/")
+        files.add(f"src/{rel}/__init__.py" if (smoke / "src" / rel).is_dir() else f"src/{rel}.py")
+    declared = {d for d in stage["deps"] if d.startswith("src/")}
+    assert files - {"src/pgprobe/pipeline/declarations.py"} <= declared, \
+        f"{name} imports {sorted(files - declared)} but its stage does not list them"
+    assert "src/pgprobe/cli.py" in declared
+    if kind in ("aggregate", "figure"):  # figures and aggregates never load torch or gymnasium
+        heavy = set(re.findall(r"\|\s+(torch|gymnasium)\s*$", proc.stderr, re.M))
+        assert not heavy, f"{name} imports {heavy}"
 
 
 # -- 2. byte-determinism ---------------------------------------------------------------------
 def test_train_and_checkpoint_are_byte_identical(smoke, tmp_path):
-    cfg = load_cfg(smoke)
-    env, algo, seed = stages.figure_agents(cfg, "fig6")[0]
-    it = cfg["figures"]["fig6"]["iterations"][-1]
-    agent = smoke / stages.agent_dir("smoke", env, algo, seed)
+    env, algo, seed, it = "Humanoid-v5", "trpo", 0, 3
+    agent = smoke / dag.agent_dir("smoke", env, algo, seed)
     again = tmp_path / "agent"
-    sh(smoke, "pgprobe", "train", "--params", "params.yaml", "--env", env, "--algo", algo, "--seed", seed,
-       "--out", again)
+    args = ("--params", "params.yaml", "--overlay", "config/smoke.yaml", "--env", env, "--algo", algo, "--seed", seed)
+    sh(smoke, "pgprobe", "train", *args, "--out", again)
     assert (again / "train.nc").read_bytes() == (agent / "train.nc").read_bytes()
     snaps = sorted(p.name for p in (agent / "snapshots").glob("*.nc"))
     assert snaps and snaps == sorted(p.name for p in (again / "snapshots").iterdir())
     for name in snaps:
         assert (again / "snapshots" / name).read_bytes() == (agent / "snapshots" / name).read_bytes(), name
     ck = tmp_path / "ck.nc"
-    sh(smoke, "pgprobe", "checkpoint", "--params", "params.yaml", "--env", env, "--algo", algo, "--seed", seed,
-       "--iteration", it, "--train-dir", again, "--out", ck)
-    assert ck.read_bytes() == (smoke / stages.checkpoint_path("smoke", env, algo, seed, it)).read_bytes()
+    sh(smoke, "pgprobe", "checkpoint", *args, "--iteration", it, "--train-dir", again, "--out", ck)
+    made = smoke / dag.path("checkpoint", run="smoke", env=env, algo=algo, seed=seed, iteration=it)
+    assert ck.read_bytes() == made.read_bytes()
 
 
-# -- 5. the two DAGs agree -------------------------------------------------------------------
-def _check_dags_agree(root: Path) -> list[dict]:
-    cfg = load_cfg(root)
-    jobs = [j for j in snakemake_dag(root) if j["rule"] != "all"]
-    dvc = dvc_stages(root)
+# -- 3. the two DAGs agree, for every run ----------------------------------------------------------
+def _check_dags_agree(root: Path, dvc_yaml: str, overlays=()) -> list[dict]:
+    cfg = params_of(root, *overlays)
+    jobs = [j for j in snakemake_dag(root, [a for o in overlays for a in ("--configfile", o)]) if j["rule"] != "all"]
+    dvc = dvc_stages(root, dvc_yaml)
     snake = {(j["cmd"], frozenset(j["output"])): j for j in jobs}
     theirs = {(normalise_cmd(s["cmd"]), frozenset(s["outs"])): name for name, s in dvc.items()}
     assert set(snake) == set(theirs), (
         f"only in Snakemake: {sorted(set(snake) - set(theirs))}\nonly in dvc.yaml: {sorted(set(theirs) - set(snake))}")
+    from types import SimpleNamespace
+
     for key, name in theirs.items():
         s, j = dvc[name], snake[key]
         assert stage_kind(name) == j["rule"], name
-        data_deps = [d for d in s["deps"] if not d.startswith("src/")]
-        assert sorted(data_deps) == sorted(j["input"]), name
-        assert sorted(d for d in s["deps"] if d.startswith("src/")) == sorted(stages.code_files(j["rule"])), name
-        env, algo = stage_agent(s)
-        assert s.get("params", []) == stages.stage_keys(cfg, j["rule"], env, algo), name
+        assert sorted(d for d in s["deps"] if not d.startswith("src/")) == sorted(j["input"]), name
+        w = SimpleNamespace(**j["wildcards"])
+        assert sorted(d for d in s["deps"] if d.startswith("src/")) == sorted(dag.code_files(j["rule"], w)), name
+        keys = dag.stage_keys(cfg, j["rule"], w)
+        listed = s.get("params", [])
+        if overlays:  # each key under every file that sets it, params.yaml always
+            by_file = {f: ks for entry in listed for f, ks in entry.items()}
+            assert by_file.get("params.yaml", []) == keys, name
+            assert set(by_file) <= {"params.yaml", *overlays} and s.get("wdir") == "../..", name
+        else:
+            assert listed == keys, name
     return jobs
 
 
 def test_dags_agree_smoke(smoke):
-    jobs = _check_dags_agree(smoke)
-    assert len(jobs) == 7
-    # The params slice Snakemake recorded for each job has exactly the DVC stage's params keys and
-    # the stage's code hash, computed from the copy's source.
+    jobs = _check_dags_agree(smoke, SMOKE_DVC, ["config/smoke.yaml"])
+    assert len(jobs) == sum(ALL_SMOKE.values()) - 1
+    # The params slice Snakemake recorded for each job holds exactly the job's params keys and the hash
+    # of its code, computed from the copy's source.
     dvc = dvc_stages(smoke)
-    by_out = {s["outs"][0]: name for name, s in dvc.items()}
-    hashes = json.loads(sh(smoke, "python", "-c", "import json; from pgprobe import stages; "
-                           "print(json.dumps({s: stages.code_hash(s) for s in stages.CODE}))", merge=False).stdout)
-    for out, name in by_out.items():
-        meta = smoke / ".snakemake" / "metadata" / base64.b64encode(out.encode()).decode()
-        record = json.loads(meta.read_text())
-        slices = [ast.literal_eval(p) for p in record["params"]]
-        (slice_,) = [p for p in slices if isinstance(p, str) and " code=" in p]
-        values, code = slice_.rsplit(" code=", 1)
-        assert sorted(json.loads(values)) == sorted(dvc[name].get("params", [])), name
-        assert code == hashes[record["rule"]], name
+    code = ("import json, sys; from types import SimpleNamespace as N; from pgprobe.pipeline import dag, codedeps; "
+            "jobs = json.load(sys.stdin); print(json.dumps({o: codedeps.files_hash([f.removeprefix('src/pgprobe/') "
+            "for f in dag.code_files(k, N(**w))]) for o, (k, w) in jobs.items()}))")
+    wanted = {s["outs"][0]: (stage_kind(n), _wildcards(s)) for n, s in dvc.items()}
+    hashes = json.loads(subprocess.run([str(VENV_BIN / "python"), "-c", code], input=json.dumps(wanted), text=True,
+                                       capture_output=True, cwd=smoke, env=_env(smoke), check=True).stdout)
+    for out, (kind, _) in wanted.items():
+        record = json.loads((smoke / ".snakemake" / "metadata" / base64.b64encode(out.encode()).decode()).read_text())
+        (slice_,) = [p for p in map(ast.literal_eval, record["params"]) if isinstance(p, str) and " code=" in p]
+        values, code_hash = slice_.rsplit(" code=", 1)
+        name = next(n for n, s in dvc.items() if s["outs"][0] == out)
+        keys = [k for entry in dvc[name].get("params", []) for k in entry.get("params.yaml", [])]
+        assert sorted(json.loads(values)) == sorted(keys), name
+        assert code_hash == hashes[out], name
 
 
-def test_dags_agree_paper(bare):
-    sh(bare, "pgprobe", "dvc-yaml")  # the committed dvc.yaml should not change (next test)
-    jobs = _check_dags_agree(bare)
-    cfg = load_cfg(bare)
-    assert len(jobs) == 1 + 2 * len(cfg["figures"]["fig6"]["iterations"]) * len(cfg["figures"]["fig6"]["seeds"]) + 2
+def _wildcards(stage: dict) -> dict:
+    m = re.match(r"data/\w+/(?:agents|checkpoints|probes/(?P<probe>\w+))/(?P<env>[^/]+)/(?P<algo>[^/]+)/seed(?P<seed>\d+)"
+                 r"(?:/iter(?P<iteration>\d+))?", stage["outs"][0])
+    if m:
+        return {k: v for k, v in m.groupdict().items() if v is not None}
+    return {"figure": Path(stage["outs"][0]).stem}
 
 
-def test_committed_dvc_yaml_is_fresh():
-    proc = subprocess.run([str(VENV_BIN / "pgprobe"), "dvc-yaml", "--out", "-"], cwd=REPO, env=_env(REPO),
+@pytest.mark.parametrize("overlay", [None, "config/quick.yaml", "mine"])
+def test_dags_agree_paper_quick_and_a_user_overlay(bare, overlay):
+    overlays = []
+    if overlay == "mine":  # a user's own run: shorter training, other iterations, one figure more seeds
+        (bare / "config" / "mine.yaml").write_text(yaml.safe_dump(
+            {"run": "mine", "train": {"iterations": 20, "save_every": 5},
+             "figures": {"fig6": {"iterations": [0, 7, 19]}, "fig8": {"seeds": [4, 5]}}}))
+        overlays = ["config/mine.yaml"]
+    elif overlay:
+        overlays = [overlay]
+    cfg = params_of(bare, *overlays)
+    dvc_yaml = sh(bare, "pgprobe", "dvc-yaml", *[a for o in overlays for a in ("--overlay", o)]).stdout
+    path = "dvc.yaml" if not overlays else f"pipelines/{cfg['run']}/dvc.yaml"
+    assert path in dvc_yaml
+    jobs = _check_dags_agree(bare, path, overlays)
+    assert len(jobs) == len(dag.plan(cfg))
+
+
+@pytest.mark.parametrize("overlay", [None, "config/quick.yaml", "config/smoke.yaml"])
+def test_committed_dvc_pipelines_are_fresh(overlay):
+    args = [] if overlay is None else ["--overlay", overlay]
+    proc = subprocess.run([str(VENV_BIN / "pgprobe"), "dvc-yaml", *args, "--out", "-"], cwd=REPO, env=_env(REPO),
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout == (REPO / "dvc.yaml").read_text(), "dvc.yaml is stale: run `pgprobe dvc-yaml`"
+    path = "dvc.yaml" if overlay is None else f"pipelines/{Path(overlay).stem}/dvc.yaml"
+    assert proc.stdout == (REPO / path).read_text(), f"{path} is stale: run `pgprobe dvc-yaml {' '.join(args)}`"
 
 
-def test_workflow_schema_is_the_package_schema():
-    a, b = REPO / "workflow" / "schemas" / "params.schema.yaml", REPO / "src" / "pgprobe" / "schemas" / "params.schema.yaml"
-    assert yaml.safe_load(a.read_text()) == yaml.safe_load(b.read_text())
+def test_workflow_schema_is_the_one_pgprobe_validates_with():
+    from pgprobe.pipeline import config
+
+    link = REPO / "workflow" / "schemas" / "params.schema.yaml"
+    assert link.resolve() == config.SCHEMA_PATH.resolve(), f"{link} is not the package's schema"
+    schema = yaml.safe_load(link.read_text())
+    assert set(schema["properties"]) >= {"run", "train", "algos", "probes", "figures"}
 
 
-# -- 6. params validated before any job ------------------------------------------------------
-def _rename(cfg, dotted, new_leaf):
-    *parents, leaf = dotted.split(".")
-    node = cfg
-    for p in parents:
-        node = node[p]
-    node[new_leaf] = node.pop(leaf)
+# -- 4. runner hygiene ---------------------------------------------------------------------------------
+def test_default_profile_is_loaded_by_every_call(bare):
+    out = sh(bare, "snakemake", "-n").stdout
+    assert "Using workflow specific profile profiles/default" in out, out[-2000:]
+    profile = bare / "workflow" / "profiles" / "default" / "config.yaml"
+    with edited(profile, lambda t: t + "\nrerun-triggers: [no-such-trigger]\n"):  # poisoned: must be noticed
+        proc = sh(bare, "snakemake", "-n", check=False)
+        assert proc.returncode != 0 and "no-such-trigger" in proc.stdout, proc.stdout[-2000:]
 
 
-def _set(cfg, dotted, value):
-    *parents, leaf = dotted.split(".")
-    node = cfg
-    for p in parents:
-        node = node[p]
-    node[leaf] = value
+def test_unlock_and_dry_run_need_no_cores(bare):
+    sh(bare, "snakemake", "--unlock")
+    sh(bare, "snakemake", "--unlock", *SMOKE)
+    assert dry_run(bare) == ALL_SMOKE  # `snakemake -n`, no --cores
 
 
-BAD = {
-    "unknown-env": (lambda c: _set(c, "figures.fig6.env", "Hoppper-v5"), "figures.fig6.env"),
-    "unknown-algo": (lambda c: _set(c, "figures.fig6.algo", "a2c"), "figures.fig6.algo"),
-    "zero-samples": (lambda c: _set(c, "probes.landscape.samples_per_point", 0), "probes.landscape.samples_per_point"),
-    "iteration-not-saved": (lambda c: _set(c, "figures.fig6.iterations", [0, 3]), "figures.fig6.iterations"),
-    "iteration-beyond-training": (lambda c: _set(c, "figures.fig6.iterations", [0, 6]), "figures.fig6.iterations"),
-    "misspelt-key": (lambda c: _rename(c, "train.iterations", "iteratons"), "train.iteratons"),
+# -- 5. params validated before any job ------------------------------------------------------
+BAD = {  # an overlay value -> the key the one-line error must name
+    "unknown-env": ("figures.fig6.envs", ["Hoppper-v5"], "figures.fig6.envs"),
+    "unknown-algo": ("figures.fig8.algos", ["a2c"], "figures.fig8.algos"),
+    "unknown-figure": ("figures.fig99", {"envs": ["Hopper-v5"], "algos": ["ppo"], "seeds": [0]}, "figures.fig99"),
+    "zero-samples": ("probes.landscape.samples_per_point", 0, "probes.landscape.samples_per_point"),
+    "iteration-beyond-training": ("figures.fig6.iterations", [0, 4], "figures.fig6.iterations"),
+    "grid-without-theta-t+1": ("probes.landscape.x", {"min": -0.5, "max": 1.5, "points": 4}, "probes.landscape.x"),
+    "misspelt-key": ("train.iteratons", 3, "train.iteratons"),
 }
 
 
@@ -385,119 +448,58 @@ def _line_names_key(line: str, key: str) -> bool:
     return key in line or (parent in line and f"'{leaf}'" in line)
 
 
-def _names_key(output: str, key: str) -> bool:
-    """One `pgprobe: error:` line naming the dotted key, or Snakemake's schema error naming it."""
-    errors = [l for l in output.splitlines() if l.startswith("pgprobe: error:")]
-    if errors:
-        return len(errors) == 1 and _line_names_key(errors[0], key)
-    parts = key.split(".")
-    schema_path = "".join(f"['{p}']" for p in parts)
-    return "Error validating config file" in output and (
-        schema_path in output or f"'{parts[-1]}' was unexpected" in output)
-
-
-@pytest.fixture(scope="module")
-def bare_smoke_params(bare) -> dict:
-    return smoke_params(bare)
-
-
 @pytest.mark.parametrize("case", list(BAD))
-def test_bad_params_fail_before_any_job(bare, bare_smoke_params, case):
-    mutate, key = BAD[case]
-    good = (bare / "params.yaml").read_text()
-    cfg = _copy.deepcopy(bare_smoke_params)
-    mutate(cfg)
-    try:
-        write_params(bare, cfg)
-        proc = sh(bare, "snakemake", "-n", check=False)
+def test_bad_params_fail_before_any_job(bare, case):
+    dotted, value, key = BAD[case]
+    with params_changed(bare, dotted, value):
+        proc = sh(bare, "snakemake", "--cores", "1", *SMOKE, check=False)
         assert proc.returncode != 0, proc.stdout[-3000:]
-        assert _names_key(proc.stdout, key), f"no one-line error naming {key}:\n{proc.stdout[-3000:]}"
-        assert "Traceback" not in proc.stdout, proc.stdout[-3000:]
+        errors = [line for line in proc.stdout.splitlines() if line.startswith("pgprobe: error:")]
+        assert len(errors) == 1 and _line_names_key(errors[0], key), proc.stdout[-3000:]
+        assert "Traceback" not in proc.stdout and not (bare / "data").exists(), proc.stdout[-3000:]
+        proc = sh(bare, "pgprobe", "train", "--params", "params.yaml", "--overlay", "config/smoke.yaml",
+                  "--env", "Humanoid-v5", "--algo", "trpo", "--seed", 0, "--out", bare / "data" / "agent",
+                  check=False, merge=False)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert proc.returncode == 2 and len(lines) == 1 and _line_names_key(lines[0], key), proc.stderr[-3000:]
         assert not (bare / "data").exists()
-        proc = sh(bare, "pgprobe", "train", "--params", "params.yaml", "--env", "Humanoid-v5", "--algo", "trpo", "--seed", 0,
-                  "--out", bare / "data" / "agent", check=False, merge=False)
-        lines = [l for l in proc.stderr.splitlines() if l.strip()]
-        assert proc.returncode == 2, proc.stderr[-3000:]
-        assert len(lines) == 1 and lines[0].startswith("pgprobe: error:"), proc.stderr[-3000:]
-        assert _line_names_key(lines[0], key), lines[0]
-        assert not (bare / "data").exists()
-    finally:
-        (bare / "params.yaml").write_text(good)
-        shutil.rmtree(bare / "data", ignore_errors=True)
 
 
-# -- 3. selective recomputation, Snakemake ---------------------------------------------------
-DOWNSTREAM_OF_PROBES = {"probe_landscape": 2, "aggregate_fig6": 1, "figure_fig6": 1, "all": 1}
+# -- 6. selective recomputation, Snakemake ---------------------------------------------------
+FIG6_PROBES = {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}
 
 
-def test_snakemake_landscape_param_reruns_only_landscape(smoke):
-    with params_changed(smoke, "probes.landscape.x.points", 4):
-        assert dry_run(smoke) == DOWNSTREAM_OF_PROBES
+@pytest.mark.parametrize("dotted,value,expected", [
+    ("probes.landscape.y.points", 5, FIG6_PROBES),
+    # the TRPO agents (fig 6's and fig 8's: seeds 0 and 1) and everything downstream; PPO agents stay
+    ("algos.trpo.max_kl", 0.05, {"train": 2, "checkpoint": 2, "probe": 2, "aggregate": 3, "figure": 3, "all": 1}),
+    ("algos.ppo.clip_eps", 0.3, {"train": 2, "aggregate": 2, "figure": 2, "all": 1}),
+    ("env_overrides.Humanoid-v5.ppo_m.lr", 2e-4, {"train": 2, "aggregate": 2, "figure": 2, "all": 1}),
+    ("train.gamma", 0.98, ALL_SMOKE),
+    # a new iteration: its checkpoint and probe only, then fig 6's aggregate and figure
+    ("figures.fig6.iterations", [0, 2, 3], {"checkpoint": 1, "probe": 1, "aggregate": 1, "figure": 1, "all": 1}),
+])
+def test_snakemake_reruns_only_what_a_param_reaches(smoke, dotted, value, expected):
+    with params_changed(smoke, dotted, value):
+        assert dry_run(smoke) == expected
     assert dry_run(smoke) == {}
 
 
-def test_snakemake_trpo_param_reruns_the_trpo_agent(smoke):
-    with params_changed(smoke, "algos.trpo.max_kl", 0.05):
-        assert dry_run(smoke) == {"train": 1, "checkpoint": 2, **DOWNSTREAM_OF_PROBES}
-
-
-def test_snakemake_trpo_param_leaves_a_built_ppo_agent_alone(smoke):
-    """A DAG with both algorithms: a PPO agent beside the figure's TRPO agent."""
-    ppo = "data/smoke/agents/Humanoid-v5/ppo/seed0/train.nc"
-    try:
-        assert job_counts(sh(smoke, "snakemake", "--cores", "2", ppo).stdout) == {"train": 1}
-        assert dry_run(smoke, ppo, "all") == {}
-        with params_changed(smoke, "algos.trpo.max_kl", 0.05):
-            assert dry_run(smoke, ppo, "all") == {"train": 1, "checkpoint": 2, **DOWNSTREAM_OF_PROBES}
-            assert dry_run(smoke, ppo) == {}
-        with params_changed(smoke, "algos.ppo.clip_eps", 0.3):
-            assert dry_run(smoke, ppo, "all") == {"train": 1}
-    finally:
-        shutil.rmtree(smoke / "data/smoke/agents/Humanoid-v5/ppo", ignore_errors=True)
-
-
-def test_snakemake_ppo_param_reruns_nothing_here(smoke):
-    cfg = load_cfg(smoke)
-    for stage in ("train", "checkpoint", "probe_landscape"):
-        ppo_keys = stages.stage_keys(cfg, stage, "Humanoid-v5", "ppo")
-        assert not any(k.startswith("algos.trpo") or k.endswith(".trpo") for k in ppo_keys), (stage, ppo_keys)
-        assert not any(k.startswith("algos.ppo") for k in stages.stage_keys(cfg, stage, "Humanoid-v5", "trpo"))
-    with params_changed(smoke, "algos.ppo.lr", 1e-3):
-        assert dry_run(smoke) == {}
-
-
-def _code_hash_in(root: Path, stage: str) -> tuple[str, str]:
-    out = sh(root, "python", "-c", f"from pgprobe import stages; print(stages.__file__); print(stages.code_hash({stage!r}))",
-             merge=False).stdout.split()
-    return out[0], out[1]
-
-
-def test_snakemake_landscape_code_change_reruns_only_landscape(smoke):
-    landscape = smoke / "src" / "pgprobe" / "probes" / "landscape.py"
-    where, before = _code_hash_in(smoke, "probe_landscape")
-    assert Path(where).resolve().is_relative_to(smoke.resolve()), f"the copy imports pgprobe from {where}"
-    _, train_before = _code_hash_in(smoke, "train")
-    with edited(landscape, lambda t: t + "\n# a comment that changes the file's bytes\n"):
-        _, after = _code_hash_in(smoke, "probe_landscape")
-        assert after != before
-        assert _code_hash_in(smoke, "train")[1] == train_before
-        assert dry_run(smoke) == DOWNSTREAM_OF_PROBES
+@pytest.mark.parametrize("source,expected", [
+    ("probes/landscape.py", FIG6_PROBES),
+    ("figures/fig8.py", {"aggregate": 1, "figure": 1, "all": 1}),
+    ("cli.py", ALL_SMOKE),  # the entry point of every job
+    ("pipeline/declarations.py", {}),  # reaches jobs only through their inputs, params and modules
+])
+def test_snakemake_reruns_only_what_a_code_edit_reaches(smoke, source, expected):
+    path = smoke / "src" / "pgprobe" / source
+    with edited(path, lambda t: t + "\n# a comment that changes the file's bytes\n"):
+        assert dry_run(smoke) == expected
     assert dry_run(smoke) == {}
 
 
 # -- 7. mtimes after a DVC checkout -------------------------------------------------------------
-def _profile_args(root: Path) -> list[str]:
-    """The project's way of running Snakemake after a checkout: `pgprobe sync-mtimes` (mtimes in DAG
-    order; Snakemake compares input and output mtimes whatever its rerun triggers say), then the default
-    profile, which Snakemake picks up by itself."""
-    profile = root / "workflow" / "profiles" / "default" / "config.yaml"
-    triggers = yaml.safe_load(profile.read_text()).get("rerun-triggers")
-    assert triggers and "mtime" not in triggers, f"{profile} must set rerun-triggers without mtime"
-    sh(root, "pgprobe", "sync-mtimes")
-    return []
-
-
-def _scramble_mtimes(root: Path, files: list[Path]) -> None:
+def _scramble_mtimes(files: list[Path]) -> None:
     """Upstream artifacts newer than downstream ones (in the past: no clock skew), as a pull may leave them."""
     order = sorted(files, key=lambda p: ("/agents/" not in str(p), "/checkpoints/" not in str(p), str(p)))
     rng = random.Random(0)
@@ -515,24 +517,23 @@ def test_checkout_mtimes_do_not_rerun(dvc_committed, metadata):
     Snakemake metadata, as after `git clone` + `dvc pull` on another machine.
     """
     root = dvc_committed
-    # a real checkout: delete the downstream artifacts and let DVC restore them from its cache ...
-    for p in [*(root / "data" / "smoke" / "probes").rglob("*.nc"), root / stages.aggregate_path("smoke", "fig6"),
-              root / FIG]:
+    fig6 = root / dag.path("figure", run="smoke", figure="fig6")
+    for p in [*(root / "data" / "smoke" / "probes").rglob("*.nc"), root / dag.path("aggregate", run="smoke", figure="fig6"),
+              fig6]:
         p.unlink()
-    sh(root, "dvc", "checkout")
-    assert (root / FIG).is_file()
-    assert dvc_status(root) == {}
-    # ... then every artifact's mtime scrambled (the snapshots directory's marker included)
-    _scramble_mtimes(root, data_files(root) + [root / FIG])
+    sh(root, "dvc", "checkout", SMOKE_DVC)
+    assert fig6.is_file() and dvc_status(root) == {}
+    _scramble_mtimes(data_files(root) + list((root / "figures").rglob("*.pdf")))
     meta, aside = root / ".snakemake" / "metadata", root / ".snakemake" / "metadata.aside"
     if metadata == "fresh-clone":
         meta.rename(aside)
     try:
-        # with the mtime trigger (Snakemake's default) this reruns the pipeline
+        # Snakemake's default triggers (mtime among them) would rerun the pipeline ...
         assert dry_run(root, "--rerun-triggers", "mtime", "params", "input", "software-env", "code") != {}
-        # the project's way (the default profile's rerun triggers) must see nothing to do
-        out = sh(root, "snakemake", "-n", *_profile_args(root)).stdout
-        reasons = sorted({l.strip() for l in out.splitlines() if l.strip().startswith("reason:")})
+        # ... the project's way: `pgprobe sync-mtimes`, then the default profile (no mtime trigger)
+        sh(root, "pgprobe", "sync-mtimes", "--overlay", "config/smoke.yaml")
+        out = sh(root, "snakemake", "-n", *SMOKE).stdout
+        reasons = sorted({line.strip() for line in out.splitlines() if line.strip().startswith("reason:")})
         assert job_counts(out) == {}, "after a checkout Snakemake wants to rerun:\n" + "\n".join(reasons)
     finally:
         if aside.exists():
@@ -543,12 +544,9 @@ def test_checkout_mtimes_do_not_rerun(dvc_committed, metadata):
 
 def test_snakemake_directory_marker_does_not_change_dvc_hashes(dvc_committed):
     """Snakemake drops `.snakemake_timestamp` into directory() outputs (the snapshots); `pgprobe train`
-    run by `dvc repro` does not.  DVC must hash the directory the same either way, or artifacts made
-    by one runner look modified to the other (and every checkpoint downstream reruns)."""
+    run by `dvc repro` does not.  DVC must hash the directory the same either way."""
     root = dvc_committed
-    cfg = load_cfg(root)
-    env, algo, seed = stages.figure_agents(cfg, "fig6")[0]
-    marker = root / stages.agent_dir("smoke", env, algo, seed) / "snapshots" / ".snakemake_timestamp"
+    marker = root / dag.agent_dir("smoke", "Humanoid-v5", "trpo", 0) / "snapshots" / ".snakemake_timestamp"
     assert marker.exists()
     aside = root / "marker.aside"
     marker.rename(aside)
@@ -558,45 +556,38 @@ def test_snakemake_directory_marker_does_not_change_dvc_hashes(dvc_committed):
         aside.rename(marker)
 
 
-# -- 4. DVC: the same selective recomputation ------------------------------------------------
-def _changed_stages(root: Path) -> set[str]:
-    return set(dvc_status(root))
-
-
-def _is_downstream_of_probes(name: str) -> bool:
-    return stage_kind(name) in ("probe_landscape", "aggregate_fig6", "figure_fig6")
+# -- 8. DVC: the same selective recomputation ------------------------------------------------
+def test_dvc_status_names_only_the_trpo_agents_for_a_trpo_param(dvc_committed):
+    root = dvc_committed
+    with params_changed(root, "algos.trpo.max_kl", 0.05):
+        changed = set(dvc_status(root))
+    trpo_train = {n for n in dvc_stages(root) if n.startswith("train-") and "-trpo-" in n}
+    # dvc status names the stages whose own params or code changed (downstream ones follow in repro)
+    assert changed == trpo_train | {n for n in dvc_stages(root) if n.startswith(("checkpoint-", "probe-"))}, changed
 
 
 def test_dvc_status_and_repro_are_selective(dvc_committed):
+    from pgprobe.pipeline.artifacts import read_nc
+
     root = dvc_committed
     assert dvc_status(root) == {}, "after `dvc commit` of the Snakemake run, DVC should see it as up to date"
-    probes = {n for n in dvc_stages(root) if stage_kind(n) == "probe_landscape"}
+    stages = dvc_stages(root)
+    probes = {n for n in stages if stage_kind(n) == "probe"}
     assert len(probes) == 2
-
-    # (b) a source edit in the landscape probe: only the landscape stages are out of date
     landscape = root / "src" / "pgprobe" / "probes" / "landscape.py"
     with edited(landscape, lambda t: t + "\n# a comment that changes the file's bytes\n"):
-        changed = _changed_stages(root)
-        assert changed == probes, changed
+        assert set(dvc_status(root)) == probes
     assert dvc_status(root) == {}
-
-    # (a) a landscape-only param: `dvc status` names the probes; `dvc repro` runs only them and downstream
-    lock_before = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-    with params_changed(root, "probes.landscape.x.points", 4):
-        changed = _changed_stages(root)
-        assert changed == probes, changed
-        out = sh(root, "dvc", "repro", timeout=900).stdout
-        ran = set(re.findall(r"Running stage '([^']+)'", out))
-        skipped = set(re.findall(r"Stage '([^']+)' didn't change, skipping", out))
-        assert ran and all(_is_downstream_of_probes(n) for n in ran), out[-3000:]
-        assert ran == {n for n in dvc_stages(root) if _is_downstream_of_probes(n)}, out[-3000:]
-        assert skipped == set(dvc_stages(root)) - ran, out[-3000:]
-        lock_after = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
-        for name in skipped:
+    lock_before = yaml.safe_load((root / "pipelines/smoke/dvc.lock").read_text())["stages"]
+    with params_changed(root, "probes.landscape.y.points", 5):
+        assert set(dvc_status(root)) == probes
+        out = sh(root, "dvc", "repro", SMOKE_DVC, timeout=900).stdout
+        ran = set(re.findall(r"Running stage '(?:[^']*:)?([^']+)'", out))
+        fig6_downstream = probes | {"aggregate-fig6", "figure-fig6"}
+        assert ran == fig6_downstream, out[-3000:]
+        lock_after = yaml.safe_load((root / "pipelines/smoke/dvc.lock").read_text())["stages"]
+        for name in set(stages) - ran:
             assert lock_after[name] == lock_before[name], name
         assert dvc_status(root) == {}
-        from pgprobe.artifacts import read_nc
-
         for n in probes:
-            out_nc = dvc_stages(root)[n]["outs"][0]
-            assert read_nc(root / out_nc).sizes["x"] == 4
+            assert read_nc(root / stages[n]["outs"][0]).sizes["y"] == 5

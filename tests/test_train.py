@@ -9,7 +9,8 @@ import pytest
 import xarray as xr
 import yaml
 
-from pgprobe import config, train
+from pgprobe import train
+from pgprobe.pipeline import config
 from pgprobe.errors import ArtifactError
 
 TINY = {"train": {"steps_per_iter": 128, "iterations": 4, "save_every": 2},
@@ -77,7 +78,7 @@ def test_same_seed_same_bytes_other_seed_other_numbers(repo_root, tmp_path):
     with xr.open_dataset(a) as da, xr.open_dataset(c) as dc:
         assert not np.allclose(da["return_mean"].values, dc["return_mean"].values, equal_nan=True)
         assert not np.allclose(da["kl_mean"].values, dc["kl_mean"].values)
-        assert dc.attrs["seed"] == 8
+        assert int(dc.coords["seed"]) == 8 and str(dc.coords["algo"].values) == "ppo"
 
 
 # ----------------------------------------------------------------------------- resume
@@ -134,9 +135,10 @@ def test_train_nc_contents(trpo_run):
     agent, path = trpo_run
     assert path.name == "train.nc"
     with xr.open_dataset(path) as ds:
-        assert list(ds.coords) == ["iteration"]
+        assert list(ds.coords) == ["iteration", "env", "algo", "seed"]  # the agent, for combine_by_coords
         np.testing.assert_array_equal(ds["iteration"].values, np.arange(4))
-        assert set(ds.data_vars) == set(train.LOG_VARS)
+        assert set(ds.data_vars) == set(train.LOG_VARS) | {"ratio_bound", "kl_bound"}
+        assert np.isnan(ds["ratio_bound"]) and float(ds["kl_bound"]) == agent["algo_cfg"]["max_kl"]  # TRPO
         for name in train.LOG_VARS:
             assert ds[name].dims == ("iteration",)
             assert ds[name].attrs.get("long_name")
@@ -151,7 +153,8 @@ def test_train_nc_contents(trpo_run):
         assert np.all(ds["ratio_max"].values >= ds["ratio_mean"].values)
         assert np.all(ds["entropy"].values > 0)
         attrs = dict(ds.attrs)
-    assert attrs["env"] == "Hopper-v5" and attrs["algo"] == "trpo" and int(attrs["seed"]) == 11
+        agent_coords = {c: ds.coords[c].values.item() for c in ("env", "algo", "seed")}
+    assert agent_coords == {"env": "Hopper-v5", "algo": "trpo", "seed": 11}
     assert json.loads(attrs["params"]) == {**agent, "seed": 11}
     assert attrs["pgprobe_kind"] == "train_log"
     assert attrs["pgprobe_code"]
@@ -187,3 +190,15 @@ def test_train_log_sidecar(trpo_run):
     # nothing temporary left behind by the atomic writes
     leftovers = [p.name for p in path.parent.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == []
+
+
+@pytest.mark.parametrize("env_id", ["Pendulum-v1", "MountainCarContinuous-v0"])
+def test_classic_control_trains_and_resumes_exactly(repo_root, tmp_path, env_id):
+    """Not MuJoCo: stepped through gymnasium; with reset_every_iter (the default) a snapshot holds no
+    env state, so a resumed run gives the same bytes as an uninterrupted one."""
+    agent = _agent(repo_root, tmp_path, _overlay(), algo="trpo")
+    agent["env"] = env_id
+    whole = train.run(agent, 3, tmp_path / "whole", progress=False)
+    assert train.run(agent, 3, tmp_path / "parts", stop_at=2, progress=False) is None
+    resumed = train.run(agent, 3, tmp_path / "parts", progress=False)
+    assert resumed.read_bytes() == whole.read_bytes()

@@ -1,4 +1,8 @@
-"""pgprobe's command line: one sub-command per pipeline stage (Snakemake and DVC rules call these)."""
+"""pgprobe's command line: one sub-command per pipeline stage (Snakemake and DVC rules call these).
+
+Each handler imports only what its stage runs: the import closure of a handler (plus the module a
+probe or figure declares) is that stage's code fingerprint (pipeline/codedeps.py).
+"""
 from __future__ import annotations
 
 import argparse
@@ -8,52 +12,59 @@ from pathlib import Path
 from .errors import PgprobeError
 
 
-def _params_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--params", default="params.yaml", help="the experiment (default: params.yaml)")
-    p.add_argument("--overlay", action="append", default=[], help="overlay YAML (repeatable), e.g. config/smoke.yaml")
-
-
 def cmd_train(args) -> None:
     from . import train
 
-    _, agent = _agent(args)
+    agent = _agent(args)
     _threads(args.threads)
     train.run(agent, args.seed, Path(args.out), stop_at=args.stop_at, progress=not args.quiet)
-
-
-def _agent(args):
-    from . import config
-    from .envs import make_unwrapped
-
-    cfg = config.load(args.params, args.overlay)
-    make_unwrapped(args.env)  # fail fast, with one clear message, on a bad env id
-    return cfg, config.agent_config(cfg, args.env, args.algo)
 
 
 def cmd_checkpoint(args) -> None:
     from . import checkpoint
 
-    _, agent = _agent(args)
+    agent = _agent(args)
     _threads(args.threads)
     checkpoint.make(agent, args.seed, args.iteration, Path(args.train_dir), Path(args.out))
 
 
 def cmd_probe(args) -> None:
-    from . import artifacts, checkpoint, config
-    from .probes import landscape
+    import importlib
 
+    from .errors import ConfigError
+    from .pipeline import artifacts, config
+    from .pipeline.declarations import PROBES
+    from .probes.api import ProbeInputs
+
+    if args.probe not in PROBES:
+        raise ConfigError(f"unknown probe {args.probe!r} (declared: {', '.join(PROBES)})")
+    decl = PROBES[args.probe]
     cfg = config.load(args.params, args.overlay)
     _threads(1)
-    ckpt = checkpoint.load(Path(args.checkpoint))
-    probe_cfg = cfg["probes"][args.probe]
-    ds = {"landscape": landscape.run}[args.probe](ckpt, probe_cfg, threads=args.threads, progress=not args.quiet)
+    inputs = ProbeInputs.parse(args.input)
+    probe_cfg = config.lookup(cfg, decl.params)
+    ds = importlib.import_module(decl.module).run(inputs, probe_cfg, threads=_cores(args.threads),
+                                                  progress=not args.quiet)
+    ds = artifacts.with_agent_coords(ds, *inputs.agent_coords())
+    ds.attrs.update(artifacts.provenance(f"probe_{args.probe}", {"probe": probe_cfg, "upstream": inputs.params()},
+                                         "probe", (decl.module,)))
     artifacts.write_nc(ds, Path(args.out))
 
 
 def cmd_aggregate(args) -> None:
-    from . import aggregate, artifacts
+    import importlib
 
-    ds = aggregate.AGGREGATORS[args.figure]([Path(p) for p in args.probes], args.figure)
+    from .pipeline import aggregate, artifacts
+    from .pipeline.declarations import FIGURES
+
+    decl = FIGURES[args.figure]
+    module = importlib.import_module(decl.module)
+    combined = aggregate.combine([Path(p) for p in args.inputs], aggregate.input_kind(decl),
+                                 getattr(module, "VARIABLES", None))
+    ds = module.summarize(combined)
+    ds.attrs.update(artifacts.provenance(f"aggregate_{args.figure}", {"inputs": args.inputs}, "aggregate",
+                                         (decl.module,)))
+    ds.attrs["run"] = aggregate.run_of(args.inputs)
     artifacts.write_nc(ds, Path(args.out))
 
 
@@ -61,10 +72,11 @@ def cmd_figure(args) -> None:
     import importlib
     import os
 
-    from .artifacts import read_nc
+    from .pipeline.artifacts import read_nc
+    from .pipeline.declarations import FIGURES
 
     ds = read_nc(args.aggregate, kind=f"aggregate_{args.figure}")
-    module = importlib.import_module(f"pgprobe.figures.{args.figure}")
+    module = importlib.import_module(FIGURES[args.figure].module)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")
@@ -76,29 +88,40 @@ def cmd_figure(args) -> None:
 
 
 def cmd_dvc_yaml(args) -> None:
-    from . import config, dvcgen
+    from .pipeline import config, dvcgen
 
     cfg = config.load(args.params, args.overlay)
-    text = dvcgen.render(cfg, args.params)
-    if args.out == "-":
+    text = dvcgen.render(cfg, args.params, args.overlay)
+    out = args.out or dvcgen.default_path(cfg, args.overlay)
+    if out == "-":
         print(text, end="")
     else:
-        Path(args.out).write_text(text)
+        Path(out).parent.mkdir(parents=True, exist_ok=True)
+        Path(out).write_text(text)
+        print(f"pgprobe: wrote {out}" + (f" (build it with: dvc repro {out})" if out != "dvc.yaml" else ""))
 
 
 def cmd_sync_mtimes(args) -> None:
-    from . import config, stages
+    from .pipeline import config, dag
 
     cfg = config.load(args.params, args.overlay)
-    n = stages.sync_mtimes(cfg)
+    n = dag.sync_mtimes(cfg)
     print(f"pgprobe: set modification times of {n} artifact files in pipeline order")
 
 
 def cmd_info(args) -> None:
-    from .artifacts import read_nc
+    from .pipeline.artifacts import describe, read_nc
 
-    ds = read_nc(args.file)
-    print(ds)
+    print(describe(read_nc(args.file), args.file))
+
+
+def _agent(args) -> dict:
+    from .envs import make_unwrapped
+    from .pipeline import config
+
+    cfg = config.load(args.params, args.overlay)
+    make_unwrapped(args.env)  # fail fast, with one clear message, on a bad env id
+    return config.agent_config(cfg, args.env, args.algo)
 
 
 def _threads(n: int) -> None:
@@ -107,56 +130,71 @@ def _threads(n: int) -> None:
     torch.set_num_threads(n)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pgprobe", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
+def _cores(n: int) -> int:
+    """--threads 0: every core this process may use."""
+    import os
 
-    p = sub.add_parser("train", help="train one agent = (env, algo, seed); resumes from its snapshots")
+    return n if n > 0 else len(os.sched_getaffinity(0))
+
+
+def _params_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", default="params.yaml", help="the experiment (default: params.yaml)")
+    p.add_argument("--overlay", action="append", default=[], help="overlay YAML (repeatable), e.g. config/smoke.yaml")
+
+
+def _agent_args(p: argparse.ArgumentParser) -> None:
     _params_args(p)
     p.add_argument("--env", required=True, help="gymnasium id, e.g. Hopper-v5")
     p.add_argument("--algo", required=True, help="a key of `algos` in params, e.g. ppo, ppo_m, trpo")
     p.add_argument("--seed", type=int, required=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pgprobe", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one agent = (env, algo, seed); resumes from its snapshots")
+    _agent_args(p)
     p.add_argument("--out", required=True, help="directory for train.nc, snapshots/ and train.log")
     p.add_argument("--threads", type=int, default=1, help="torch threads (results depend on it)")
     p.add_argument("--stop-at", type=int, default=None, help="stop after this many iterations (no train.nc)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("checkpoint", help="replay iteration t from its snapshot: agent, batch and step")
-    _params_args(p)
-    p.add_argument("--env", required=True)
-    p.add_argument("--algo", required=True)
-    p.add_argument("--seed", type=int, required=True)
+    p = sub.add_parser("checkpoint", help="replay iteration t from the snapshot at or before it: agent, batch, step")
+    _agent_args(p)
     p.add_argument("--iteration", type=int, required=True)
     p.add_argument("--train-dir", required=True, help="the agent's training directory (with snapshots/)")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1)
     p.set_defaults(func=cmd_checkpoint)
 
-    p = sub.add_parser("probe", help="one measurement on one checkpoint")
-    p.add_argument("probe", choices=["landscape"])
+    p = sub.add_parser("probe", help="one measurement on one agent at one iteration")
+    p.add_argument("probe", help="a probe declared in pgprobe.pipeline.declarations, e.g. landscape")
     _params_args(p)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--input", action="append", default=[], metavar="NAME=PATH",
+                   help="what the probe reads, as its declaration names it (e.g. checkpoint=...)")
     p.add_argument("--out", required=True)
-    p.add_argument("--threads", type=int, default=1, help="worker processes for environment rollouts")
+    p.add_argument("--threads", type=int, default=1, help="worker processes for rollouts (0: every core)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_probe)
 
-    p = sub.add_parser("aggregate", help="combine probe files into one dataset for a figure")
-    p.add_argument("figure", choices=["fig6"])
+    p = sub.add_parser("aggregate", help="combine a figure's inputs by coordinates and summarise them")
+    p.add_argument("figure")
     p.add_argument("--out", required=True)
-    p.add_argument("probes", nargs="+")
+    p.add_argument("inputs", nargs="+")
     p.set_defaults(func=cmd_aggregate)
 
     p = sub.add_parser("figure", help="render a figure from its aggregate")
-    p.add_argument("figure", choices=["fig6"])
+    p.add_argument("figure")
     p.add_argument("--aggregate", required=True)
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_figure)
 
-    p = sub.add_parser("dvc-yaml", help="write dvc.yaml: the same DAG as the Snakefile")
+    p = sub.add_parser("dvc-yaml", help="write the DVC pipeline of a run (the same DAG as the Snakefile)")
     _params_args(p)
-    p.add_argument("--out", default="dvc.yaml")
+    p.add_argument("--out", default=None, help="default: dvc.yaml for the paper run, pipelines/<run>/dvc.yaml "
+                                               "for any other run; - for stdout")
     p.set_defaults(func=cmd_dvc_yaml)
 
     p = sub.add_parser("sync-mtimes", help="after `dvc pull`/`dvc checkout`: mtimes in pipeline order, "
@@ -164,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     _params_args(p)
     p.set_defaults(func=cmd_sync_mtimes)
 
-    p = sub.add_parser("info", help="print an artifact's contents and provenance")
+    p = sub.add_parser("info", help="what made an artifact (stage, params, code, packages) and what it holds")
     p.add_argument("file")
     p.set_defaults(func=cmd_info)
     return parser

@@ -40,6 +40,18 @@ def make_unwrapped(env_id: str):
     return env.unwrapped, spec.max_episode_steps
 
 
+def check_exact_resume(env_id: str) -> None:
+    """Training that carries episodes across iterations (train.reset_every_iter: false) snapshots the
+    environments' state; only MuJoCo tasks have one that restores exactly."""
+    env = make_unwrapped(env_id)[0]
+    try:
+        if not hasattr(env, "data"):
+            raise ConfigError(f"{env_id!r} is not a MuJoCo task: its state cannot be snapshotted exactly, so "
+                              "training cannot carry episodes across iterations; set train.reset_every_iter: true")
+    finally:
+        env.close()
+
+
 class GymStepper:
     """Environments stepped through gymnasium's own `step` (any Box-action env)."""
 

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import xarray as xr
 
-from . import artifacts
+from .pipeline import artifacts
 from .algos import KINDS, common
 from .envs import VecEnv
 from .errors import ArtifactError
@@ -202,9 +202,13 @@ def log_dataset(rows: list[dict], trainer: Trainer) -> xr.Dataset:
     ds = xr.Dataset(coords={"iteration": ("iteration", iters, {"long_name": "training iteration t (update t takes theta_t to theta_t+1)"})})
     for name, desc in LOG_VARS.items():
         ds[name] = ("iteration", np.array([r[name] for r in rows], dtype=np.float64), {"long_name": desc})
+    a = trainer.a
+    ds["ratio_bound"] = ((), 1.0 + a["clip_eps"] if a["kind"] == "ppo" else np.nan,
+                         {"long_name": "1 + PPO's clip epsilon (NaN: no ratio bound)"})
+    ds["kl_bound"] = ((), a["max_kl"] if a["kind"] == "trpo" else np.nan,
+                      {"long_name": "TRPO's max KL (NaN: no KL bound)"})
     ds.attrs.update(artifacts.provenance("train_log", {**trainer.agent, "seed": trainer.seed}, "train"))
-    ds.attrs.update({"env": trainer.agent["env"], "algo": trainer.agent["algo"], "seed": trainer.seed})
-    return ds
+    return artifacts.with_agent_coords(ds, trainer.agent["env"], trainer.agent["algo"], trainer.seed)
 
 
 def latest_snapshot(out: Path, upto: int) -> Path | None:

@@ -1,12 +1,12 @@
-rule aggregate_fig6:
-    """All landscape probes of fig 6, stacked on (seed, iteration)."""
+rule aggregate:
+    """A figure's inputs (probe results or training logs) combined by coordinates and summarised."""
     input:
-        fig6_probes,
+        aggregate_inputs,
     output:
-        "data/{run}/aggregates/fig6.nc",
+        dag.PATTERNS["aggregate"],
     params:
-        slice=keys_slice("aggregate_fig6"),
+        slice=stage_slice("aggregate"),
     log:
-        "logs/{run}/aggregate/fig6.log",
+        dag.LOGS["aggregate"],
     shell:
-        "pgprobe aggregate fig6 --out {output} {input} 2> {log}"
+        dag.COMMANDS["aggregate"] + " 2> {log}"

@@ -1,10 +1,12 @@
-# Shared by every rule: validated params, the run name, the params/overlay arguments of the CLI.
+# Shared by every rule: validated params, the run name, the CLI's params arguments, and the
+# helpers that hand each rule its inputs, params slice and threads from pgprobe.pipeline.dag
+# (the same functions dvc.yaml is generated from).
 import sys
-from pathlib import Path
+from types import SimpleNamespace
 
-from pgprobe import config as pgconfig
-from pgprobe import stages
 from pgprobe.errors import ConfigError
+from pgprobe.pipeline import config as pgconfig
+from pgprobe.pipeline import dag
 
 try:  # our own validation first: one line naming the key
     pgconfig.validate(config)
@@ -17,25 +19,37 @@ if workflow.config_settings.config:
 
 RUN = config["run"]
 OVERLAYS = [os.path.relpath(p) for p in workflow.overwrite_configfiles]
-PARAMS = " ".join(["--params params.yaml", *(f"--overlay {o}" for o in OVERLAYS)])
+PARAMS = dag.params_args("params.yaml", OVERLAYS)
 
 
-def keys_slice(stage):
-    """Snakemake params (a rerun trigger): the stage's params values and its source files' hash."""
-    def get(wildcards):
-        keys = stages.stage_keys(config, stage, wildcards.get("env", ""), wildcards.get("algo", ""))
-        return f"{stages.params_slice(config, keys)} code={stages.code_hash(stage)}"
-    return get
+def stage_slice(kind):
+    """A rerun trigger: the values of the job's params keys and the hash of its code."""
+    return lambda w: dag.params_slice(config, kind, SimpleNamespace(**w))
 
 
-def fig6_probes(wildcards):
-    """The landscape probes fig 6 stacks: every agent of the figure at every iteration it shows."""
-    f = config["figures"]["fig6"]
-    return [stages.probe_path(wildcards.run, "landscape", env, algo, seed, it)
-            for env, algo, seed in stages.figure_agents(config, "fig6") for it in f["iterations"]]
+def probe_inputs(w):
+    return list(dag.probe_inputs(w.run, w.probe, w.env, w.algo, w.seed, w.iteration).values())
+
+
+def probe_input_args(w):
+    return dag.probe_input_args(w.run, w.probe, w.env, w.algo, w.seed, w.iteration)
+
+
+def probe_threads(w):
+    return dag.threads("probe", w.probe, workflow.cores)
+
+
+def probe_mem_mb(w):
+    return dag.PROBES[w.probe].mem_mb
+
+
+def aggregate_inputs(w):
+    return dag.aggregate_inputs(config, w.figure)
 
 
 wildcard_constraints:
     run=r"[A-Za-z0-9_.-]+",
     seed=r"\d+",
     iteration=r"\d{6}",
+    probe="|".join(dag.PROBES),
+    figure="|".join(dag.FIGURES),

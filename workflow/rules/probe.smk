@@ -1,14 +1,17 @@
-rule probe_landscape:
-    """Surrogate and true reward on the plane (step, random direction) around theta_t."""
+rule probe:
+    """One probe (declared in pgprobe.pipeline.declarations) on one agent at one iteration."""
     input:
-        "data/{run}/checkpoints/{env}/{algo}/seed{seed}/iter{iteration}.nc",
+        probe_inputs,
     output:
-        "data/{run}/probes/landscape/{env}/{algo}/seed{seed}/iter{iteration}.nc",
+        dag.PATTERNS["probe"],
     params:
-        slice=keys_slice("probe_landscape"),
+        slice=stage_slice("probe"),
+        inputs=probe_input_args,
         args=PARAMS,
-    threads: workflow.cores
+    threads: probe_threads
+    resources:
+        mem_mb=probe_mem_mb,
     log:
-        "logs/{run}/probes/landscape/{env}/{algo}/seed{seed}/iter{iteration}.log",
+        dag.LOGS["probe"],
     shell:
-        "pgprobe probe landscape {params.args} --checkpoint {input} --out {output} --threads {threads} 2> {log}"
+        dag.COMMANDS["probe"] + " 2> {log}"

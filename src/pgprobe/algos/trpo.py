@@ -72,10 +72,11 @@ def update_policy(policy, opt, data: TrainData, cfg: dict, rng: np.random.Genera
             mean, log_std = policy(data.obs)
             kl = gaussian_kl(data.mean_old, data.log_std_old, mean, log_std).mean().item()
             improvement = surrogate(policy, data).item() - surr_old
-            if kl <= cfg["max_kl"] and improvement > 0 and improvement > cfg["accept_ratio"] * frac * expected:
-                return {"step_fraction": frac}
+            # expected = g . step > 0 (CG on a positive-definite F), so this also demands improvement > 0
+            if kl <= cfg["max_kl"] and improvement > cfg["accept_ratio"] * frac * expected:
+                return {"step_fraction": frac, "full_step": step.numpy()}
         set_flat_params(policy, theta)
-    return {"step_fraction": 0.0}
+    return {"step_fraction": 0.0, "full_step": step.numpy()}
 
 
 def objective(policy, data: TrainData, cfg: dict) -> torch.Tensor:

@@ -1,9 +1,50 @@
 """Figures: each module renders from its aggregate only (no torch, no gymnasium)."""
 from __future__ import annotations
 
+import numpy as np
+
+ALGO_COLORS = {"ppo": "tab:blue", "ppo_m": "tab:orange", "trpo": "tab:green"}
+ALGO_LABELS = {"ppo": "PPO", "ppo_m": "PPO-M", "trpo": "TRPO"}
+OTHER_COLORS = ("tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan")
+
+
+def algo_color(algo: str, algos=()) -> str:
+    """Fixed colour per algo name; other algos take a free colour by their place in `algos`."""
+    if algo in ALGO_COLORS:
+        return ALGO_COLORS[algo]
+    others = [a for a in algos if a not in ALGO_COLORS]
+    return OTHER_COLORS[(others.index(algo) if algo in others else 0) % len(OTHER_COLORS)]
+
+
+def algo_label(algo: str) -> str:
+    return ALGO_LABELS.get(algo, algo.upper())
+
+
+def _listed(ds, key: str) -> str:
+    """attrs[key] (a string or a list) or else the values of coord `key`, comma-separated."""
+    v = ds.attrs.get(key)
+    if v is None and key in ds.coords:
+        v = ds[key].values
+    if v is None or isinstance(v, str):
+        return str(v)
+    return ", ".join(str(x) for x in v)
+
 
 def footer(ds, extra: str = "") -> str:
     a = ds.attrs
-    seeds = ", ".join(str(int(s)) for s in ds["seed"].values) if "seed" in ds.coords else "?"
-    return (f"run: {a.get('run', '?')}   env: {a.get('env')}   algo: {a.get('algo')}   "
+    seeds = ", ".join(str(int(s)) for s in np.atleast_1d(ds["seed"].values)) if "seed" in ds.coords else "?"
+    return (f"run: {a.get('run', '?')}   env: {_listed(ds, 'env')}   algo: {_listed(ds, 'algo')}   "
             f"seeds: {seeds}   {extra}   pgprobe {a.get('pgprobe_code', '')}")
+
+
+def draw_band(ax, x_seeds, y_seeds, x, mean, band, color: str, label: str) -> bool:
+    """Thin line per seed, the mean over seeds and its band; NaN points are skipped. False if no data."""
+    if not np.isfinite(mean).any():
+        return False
+    for xs, ys in zip(x_seeds, y_seeds):
+        ok = np.isfinite(xs) & np.isfinite(ys)
+        ax.plot(xs[ok], ys[ok], color=color, lw=0.5, alpha=0.35)
+    ok = np.isfinite(x) & np.isfinite(mean)
+    ax.fill_between(x[ok], band[ok, 0], band[ok, 1], color=color, alpha=0.2, lw=0)
+    ax.plot(x[ok], mean[ok], color=color, lw=1.6, label=label)
+    return True

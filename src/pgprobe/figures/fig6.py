@@ -1,52 +1,102 @@
 """Fig 6 (and 7): surrogate objective beside true reward on the plane (step, random direction).
 
-Rows: training iterations. Columns: surrogate and true reward, for the step computed
-from few samples (the agent's batch) and from many.
+Rows: training iterations.  For each regime (the step from the agent's own batch, and from many
+samples): the surrogate, the true reward (one colour scale per row for each of the two), and the
+true reward along the step (y = 0) with its standard errors, so the noise is in view.  Each row
+states the step's and the direction's norms and the KL at x = 1 and at y = 1.
 """
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
 
 from . import footer
 
-TITLES = {"few": "step from {n} pairs", "many": "step from {n} pairs"}
+VARIABLES = ("surrogate", "true_reward", "true_reward_sem", "episodes", "step_norm", "direction_norm",
+             "kl_step", "kl_direction", "step_rejected", "batch_size")
+CAPTION = ("Surrogate objective (on the batch that made the step) beside the true reward (mean return of "
+           "complete episodes) on the plane spanned by the update step (x; 1 = one full step) and a random "
+           "unit direction (y).  The paper (Ilyas et al. 2020, fig. 6): the surrogate promises a steady gain "
+           "along the step, while the true reward, past early training, does not rise along it as promised.")
 
 
-def render(ds, out: str, seed_index: int = 0) -> None:
-    import matplotlib
+def summarize(combined: xr.Dataset) -> xr.Dataset:
+    """The first env and algo of the run; per agent and iteration, the gain along the step (x: 0 -> 1,
+    y = 0) of the surrogate and of the true reward, with the latter's standard error."""
+    ds = combined[list(VARIABLES)].isel(env=0, algo=0)
+    at = dict(y=0.0, method="nearest")
+    r0, r1 = ds["true_reward"].sel(x=0.0, **at), ds["true_reward"].sel(x=1.0, **at)
+    s0, s1 = ds["true_reward_sem"].sel(x=0.0, **at), ds["true_reward_sem"].sel(x=1.0, **at)
+    ds["true_gain"] = (r1 - r0).assign_attrs(long_name="true reward at (1, 0) minus at (0, 0)")
+    ds["true_gain_se"] = np.sqrt(s0**2 + s1**2).assign_attrs(long_name="standard error of true_gain "
+                                                                       "(the two points taken as independent)")
+    ds["surrogate_gain"] = (ds["surrogate"].sel(x=1.0, **at) - ds["surrogate"].sel(x=0.0, **at)).assign_attrs(
+        long_name="surrogate at (1, 0) minus at (0, 0)")
+    ds.attrs.update({"figure": "fig6", "env": str(combined["env"].values[0]), "algo": str(combined["algo"].values[0])})
+    return ds.drop_vars(["x_nearest", "y_nearest"], errors="ignore")
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    foot = footer(ds, f"true reward: >= {ds.attrs['samples_per_point']} pairs/point (seed shown: "
-                      f"{int(ds['seed'].values[seed_index])})")
+def _row_limits(ds, it, var):
+    z = ds[var].sel(iteration=it).values
+    return np.nanmin(z), np.nanmax(z)
+
+
+def draw(ds: xr.Dataset, seed_index: int = 0):
+    from matplotlib.figure import Figure
+
+    seed = int(ds["seed"].values[seed_index])
     ds = ds.isel(seed=seed_index)
-    regimes = list(ds["regime"].values)
-    iters = list(ds["iteration"].values)
-    cols = [(r, v) for r in regimes for v in ("surrogate", "true_reward")]
-    fig, axes = plt.subplots(len(iters), len(cols), figsize=(3.2 * len(cols), 2.8 * len(iters) + 0.6),
-                             squeeze=False)
+    regimes, iters = list(ds["regime"].values), list(ds["iteration"].values)
     x, y = ds["x"].values, ds["y"].values
+    ncol = 3 * len(regimes)
+    fig = Figure(figsize=(3.0 * ncol, 2.9 * len(iters) + 0.9))
+    axes = fig.subplots(len(iters), ncol, squeeze=False)
     for i, it in enumerate(iters):
-        for j, (regime, var) in enumerate(cols):
-            ax = axes[i, j]
-            z = ds[var].sel(iteration=it, regime=regime).values.T  # rows = y
-            mesh = ax.pcolormesh(x, y, z, shading="nearest", cmap="viridis")
-            if np.isfinite(z).sum() > 3 and np.nanmax(z) > np.nanmin(z):
-                ax.contour(x, y, z, levels=6, colors="white", linewidths=0.5)
-            ax.axvline(0, color="w", lw=0.6, ls=":")
-            ax.axvline(1, color="r", lw=0.8, ls="--")
-            fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02)
-            n = ds.attrs["agent_batch"] if regime == "few" else ds.attrs["many_samples"]
-            name = "surrogate" if var == "surrogate" else "true reward"
-            if i == 0:
-                ax.set_title(f"{name}\n{TITLES[regime].format(n=n)}", fontsize=9)
-            if j == 0:
-                ax.set_ylabel(f"iteration {int(it)}\nrandom direction", fontsize=9)
-            if i == len(iters) - 1:
-                ax.set_xlabel("step direction (1 = full step)", fontsize=9)
+        limits = {v: _row_limits(ds, it, v) for v in ("surrogate", "true_reward")}
+        for r, regime in enumerate(regimes):
+            row = ds.sel(iteration=it, regime=regime)
+            n = int(row["batch_size"])
+            for c, var in enumerate(("surrogate", "true_reward")):
+                ax = axes[i, 3 * r + c]
+                mesh = ax.pcolormesh(x, y, row[var].values.T, shading="nearest", cmap="viridis",
+                                     vmin=limits[var][0], vmax=limits[var][1])
+                ax.axvline(0, color="w", lw=0.6, ls=":")
+                ax.axvline(1, color="r", lw=0.8, ls="--")
+                fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02)
+                if i == 0:
+                    ax.set_title(f"{'surrogate' if c == 0 else 'true reward'}\nstep from {n} pairs", fontsize=9)
+                if i == len(iters) - 1:
+                    ax.set_xlabel("step direction (1 = full step)", fontsize=8)
+                if r == 0 and c == 0:
+                    ax.set_ylabel(f"iteration {int(it)}\nrandom direction", fontsize=9)
+            _slice(axes[i, 3 * r + 2], row, x, i == 0, n)
+            rejected = " (rejected: proposed step)" if int(row["step_rejected"]) else ""
+            axes[i, 3 * r].text(0.0, -0.30 if i == len(iters) - 1 else -0.16,
+                                f"|step|={float(row['step_norm']):.3g}{rejected}  |dir|={float(row['direction_norm']):.3g}  "
+                                f"KL(x=1)={float(row['kl_step']):.2g}  KL(y=1)={float(row['kl_direction']):.2g}",
+                                transform=axes[i, 3 * r].transAxes, fontsize=7)
     fig.suptitle(f"Surrogate objective vs true reward: {ds.attrs['algo'].upper()} on {ds.attrs['env']}")
-    fig.text(0.01, 0.005, foot, fontsize=7)
+    fig.text(0.01, 0.004, footer(ds, f"seed shown: {seed}; true reward >= {ds.attrs.get('samples_per_point', '?')} "
+                                     "pairs/point, error bars: 1 s.e."), fontsize=7)
     fig.tight_layout(rect=(0, 0.02, 1, 0.97))
-    fig.savefig(out, metadata={"CreationDate": None, "Creator": "pgprobe"})
-    plt.close(fig)
+    return fig
+
+
+def _slice(ax, row, x, first: bool, n: int) -> None:
+    """True reward along the step (y = 0) with 1-s.e. error bars; the surrogate's gain for scale."""
+    line = row.sel(y=0.0, method="nearest")
+    ax.errorbar(x, line["true_reward"].values, yerr=line["true_reward_sem"].values, fmt="o-", ms=3, lw=1,
+                capsize=2, color="k")
+    ax.axvline(1, color="r", lw=0.8, ls="--")
+    gain = float(line["true_reward"].sel(x=1.0, method="nearest") - line["true_reward"].sel(x=0.0, method="nearest"))
+    se = float(np.hypot(line["true_reward_sem"].sel(x=1.0, method="nearest"),
+                        line["true_reward_sem"].sel(x=0.0, method="nearest")))
+    sgain = float(line["surrogate"].sel(x=1.0, method="nearest") - line["surrogate"].sel(x=0.0, method="nearest"))
+    ax.set_title(f"true reward at y=0\nstep from {n} pairs" if first else "", fontsize=9)
+    ax.text(0.02, 0.02, f"gain 0->1: {gain:+.3g} +- {se:.2g}\nsurrogate gain: {sgain:+.3g}",
+            transform=ax.transAxes, fontsize=7, va="bottom")
+    ax.tick_params(labelsize=7)
+
+
+def render(ds: xr.Dataset, out: str, seed_index: int = 0) -> None:
+    draw(ds, seed_index).savefig(out, metadata={"CreationDate": None, "Creator": "pgprobe"})

@@ -14,21 +14,22 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from . import __version__
-from .errors import ArtifactError
+from .. import __version__
+from ..errors import ArtifactError
 
 SEP = "__"
 _PACKAGES = ("torch", "numpy", "gymnasium", "mujoco", "xarray", "netCDF4")
+AGENT_COORDS = ("env", "algo", "seed", "iteration")
 
 
-def code_version(stage: str) -> str:
-    """Package version + hash of the source files the stage depends on (see stages.CODE)."""
-    from .stages import code_hash
+def code_version(command: str, modules: tuple[str, ...] = ()) -> str:
+    """Package version + hash of the source files a job of `pgprobe <command>` runs (codedeps)."""
+    from .codedeps import files_hash, stage_files
 
-    return f"{__version__}+{code_hash(stage)}"
+    return f"{__version__}+{files_hash(stage_files(command, modules))}"
 
 
-def provenance(kind: str, params: dict, stage: str) -> dict:
+def provenance(kind: str, params: dict, command: str, modules: tuple[str, ...] = ()) -> dict:
     """Attrs for an artifact: its kind, the code version of its stage, package versions, its params."""
     versions = {}
     for name in _PACKAGES:
@@ -38,10 +39,18 @@ def provenance(kind: str, params: dict, stage: str) -> dict:
             versions[name] = "absent"
     return {
         "pgprobe_kind": kind,
-        "pgprobe_code": code_version(stage),
+        "pgprobe_code": code_version(command, modules),
         "packages": json.dumps(versions, sort_keys=True),
         "params": json.dumps(params, sort_keys=True),
     }
+
+
+def with_agent_coords(ds: xr.Dataset, env: str, algo: str, seed: int, iteration: int | None = None) -> xr.Dataset:
+    """Scalar coordinates naming the agent (and iteration), so aggregates combine files by coordinates."""
+    coords = {"env": env, "algo": algo, "seed": np.int64(seed)}
+    if iteration is not None:
+        coords["iteration"] = np.int64(iteration)
+    return ds.assign_coords(coords)
 
 
 def write_nc(ds: xr.Dataset, path: str | os.PathLike) -> Path:
@@ -105,3 +114,36 @@ def _flatten(tree: dict, prefix: str):
             yield from _flatten(value, name + SEP)
         else:
             yield name, value
+
+
+def describe(ds: xr.Dataset, path: str = "") -> str:
+    """What made an artifact, for a person: kind, agent, code, packages, params, then its contents."""
+    a = ds.attrs
+    lines = [f"{path}: a {a.get('pgprobe_kind', 'foreign (no pgprobe_kind)')} artifact"]
+    agent = [f"{c}={ds.coords[c].values.item()}" for c in AGENT_COORDS if c in ds.coords and ds.coords[c].ndim == 0]
+    if agent:
+        lines.append("  agent:    " + "  ".join(agent))
+    lines.append(f"  code:     pgprobe {a.get('pgprobe_code', '?')}")
+    if "packages" in a:
+        pk = json.loads(a["packages"])
+        lines.append("  packages: " + "  ".join(f"{k} {v}" for k, v in sorted(pk.items())))
+    if "params" in a:
+        lines.append("  params (this stage and upstream):")
+        lines += ["    " + ln for ln in _yaml(json.loads(a["params"])).splitlines()]
+    lines.append("  dimensions: " + ", ".join(f"{d}={n}" for d, n in ds.sizes.items()))
+    lines.append("  variables:")
+    for name, var in ds.data_vars.items():
+        desc = var.attrs.get("long_name", "")
+        units = f" [{var.attrs['units']}]" if "units" in var.attrs else ""
+        lines.append(f"    {name}({', '.join(var.dims)}){units}  {desc}")
+    other = {k: v for k, v in a.items() if k not in ("pgprobe_kind", "pgprobe_code", "packages", "params")}
+    if other:
+        lines.append("  attributes:")
+        lines += [f"    {k}: {v}" for k, v in sorted(other.items())]
+    return "\n".join(lines)
+
+
+def _yaml(obj) -> str:
+    import yaml
+
+    return yaml.safe_dump(obj, sort_keys=True, default_flow_style=None, width=100)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import yaml
 
-from .errors import ConfigError
+from ..errors import ConfigError
 
 SCHEMA_PATH = Path(__file__).parent / "schemas" / "params.schema.yaml"
 ALGO_KINDS = ("ppo", "trpo")
@@ -75,6 +75,7 @@ def validate(cfg: dict) -> None:
                           f"of train.num_envs ({t['num_envs']})")
     _check_minibatches(cfg)
     _check_figures(cfg)
+    _check_landscape(cfg)
 
 
 def _check_minibatches(cfg: dict) -> None:
@@ -89,24 +90,61 @@ def _check_minibatches(cfg: dict) -> None:
 
 
 def _check_figures(cfg: dict) -> None:
-    """Every figure names a known env and algo, and probes only iterations that training snapshots."""
-    from .envs import check_env_id
+    """Every figure is declared, names known envs and algos, and probes iterations training reaches."""
+    from ..envs import check_env_id, check_exact_resume
+    from .declarations import FIGURES, figure_probe
 
     t = cfg["train"]
     for fig, f in cfg.get("figures", {}).items():
-        if f["algo"] not in cfg["algos"]:
-            raise ConfigError(f"params: figures.{fig}.algo: no algorithm {f['algo']!r} in algos "
-                              f"({', '.join(cfg['algos'])})")
-        try:
-            check_env_id(f["env"])
-        except ConfigError as exc:
-            raise ConfigError(f"params: figures.{fig}.env: {exc}") from None
-        for it in f["iterations"]:
-            if it % t["save_every"] or it >= t["iterations"]:
-                raise ConfigError(
-                    f"params: figures.{fig}.iterations: {it} is not a saved training iteration "
-                    f"(snapshots are at multiples of train.save_every={t['save_every']} "
-                    f"below train.iterations={t['iterations']})")
+        if fig not in FIGURES:
+            raise ConfigError(f"params: figures.{fig}: no such figure (declared: {', '.join(FIGURES)})")
+        for algo in f["algos"]:
+            if algo not in cfg["algos"]:
+                raise ConfigError(f"params: figures.{fig}.algos: no algorithm {algo!r} in algos "
+                                  f"({', '.join(cfg['algos'])})")
+        for env in f["envs"]:
+            try:
+                check_env_id(env)
+            except ConfigError as exc:
+                raise ConfigError(f"params: figures.{fig}.envs: {exc}") from None
+            if not t["reset_every_iter"]:
+                try:
+                    check_exact_resume(env)
+                except ConfigError as exc:
+                    raise ConfigError(f"params: train.reset_every_iter: {exc}") from None
+        probe = figure_probe(fig)
+        if probe is not None and "iterations" not in f:
+            raise ConfigError(f"params: figures.{fig}.iterations: required (the figure shows probes at iterations)")
+        if probe is not None and probe not in cfg.get("probes", {}):
+            raise ConfigError(f"params: probes.{probe}: missing (figures.{fig} needs it)")
+        for it in f.get("iterations", []):
+            if it >= t["iterations"]:
+                raise ConfigError(f"params: figures.{fig}.iterations: {it} is not a training iteration "
+                                  f"(train.iterations={t['iterations']}: 0 .. {t['iterations'] - 1})")
+
+
+def _check_landscape(cfg: dict) -> None:
+    """The grid holds theta_t (x = 0) and theta_t+1 (x = 1), and y = 0."""
+    import numpy as np
+
+    for name, block in cfg.get("probes", {}).items():
+        if "x" not in block or "y" not in block:
+            continue
+        for axis, must in (("x", (0.0, 1.0)), ("y", (0.0,))):
+            a = block[axis]
+            grid = np.linspace(a["min"], a["max"], a["points"])
+            for value in must:
+                if not np.isclose(grid, value, atol=1e-9).any():
+                    raise ConfigError(f"params: probes.{name}.{axis}: the grid {np.round(grid, 4).tolist()} "
+                                      f"does not contain {axis} = {value:g}")
+
+
+def lookup(cfg: dict, dotted: str):
+    """cfg["a"]["b"] for "a.b" (DVC's way of naming a params key)."""
+    node = cfg
+    for part in dotted.split("."):
+        node = node[part]
+    return node
 
 
 def algo_names(cfg: dict) -> list[str]:

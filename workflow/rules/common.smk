@@ -36,7 +36,7 @@ def probe_input_args(w):
 
 
 def probe_threads(w):
-    return dag.threads("probe", w.probe, workflow.cores)
+    return dag.threads("probe", w.probe, workflow.cores or 1)  # cluster profiles set-threads per rule
 
 
 def probe_mem_mb(w):

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import numpy as np
+import xarray as xr
+
+from .. import stats
 
 ALGO_COLORS = {"ppo": "tab:blue", "ppo_m": "tab:orange", "trpo": "tab:green"}
 ALGO_LABELS = {"ppo": "PPO", "ppo_m": "PPO-M", "trpo": "TRPO"}
@@ -48,3 +51,16 @@ def draw_band(ax, x_seeds, y_seeds, x, mean, band, color: str, label: str) -> bo
     ax.fill_between(x[ok], band[ok, 0], band[ok, 1], color=color, alpha=0.2, lw=0)
     ax.plot(x[ok], mean[ok], color=color, lw=1.6, label=label)
     return True
+
+
+def add_seed_band(out: xr.Dataset, var: str, what: str) -> None:
+    """out[var] (..., seed, ...) -> out[var_mean] (mean over seeds, NaN skipped) and out[var_ci] (95% bootstrap
+    band of that mean over seeds, dim `bound`)."""
+    mean, band = stats.over_seeds(out[var])
+    out[f"{var}_mean"] = xr.Variable(*mean, {"long_name": f"{what}: mean over seeds (NaN skipped)"})
+    out[f"{var}_ci"] = xr.Variable(*band, {"long_name": f"{what}: 95% percentile bootstrap CI of the mean "
+                                                        "over seeds (1000 resamples)"})
+
+
+def summary_attrs(fig: str, combined: xr.Dataset) -> dict:
+    return {"figure": fig, "seeds": [int(s) for s in combined["seed"].values]}

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from .. import stats
-from . import algo_color, algo_label, draw_band, footer
+from . import add_seed_band, algo_color, algo_label, draw_band, footer, summary_attrs
 
 CAPTION = (
     "Learning curves: mean return of the episodes completed in each training iteration, against "
@@ -25,17 +25,11 @@ def summarize(combined: xr.Dataset) -> xr.Dataset:
     out = xr.Dataset(coords={"bound": ["lo", "hi"]})
     for var in ("return_mean", "env_steps"):
         out[var] = combined[var].transpose("env", "algo", "seed", "iteration")
-    mean, band = stats.over_seeds(out["return_mean"])
-    out["return_mean_mean"] = xr.Variable(*mean, {"long_name": "mean episode return: mean over seeds "
-                                                                "(NaN skipped)"})
-    out["return_mean_ci"] = xr.Variable(*band, {"long_name": "mean episode return: 95% percentile "
-                                                              "bootstrap CI of the mean over seeds"})
+    add_seed_band(out, "return_mean", "mean episode return")
     steps, _ = stats.over_seeds(out["env_steps"])
     out["env_steps_mean"] = xr.Variable(*steps, {"long_name": "env steps by the end of the iteration, "
                                                               "mean over seeds"})
-    out.attrs = {"figure": "curves", "run": combined.attrs.get("run", ""),
-                 "pgprobe_code": combined.attrs.get("pgprobe_code", ""),
-                 "seeds": [int(s) for s in combined["seed"].values]}
+    out.attrs = summary_attrs("curves", combined)
     return out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from .. import stats
-from . import algo_color, algo_label, draw_band, footer
+from . import add_seed_band, algo_color, algo_label, draw_band, footer, summary_attrs
 
 CAPTION = (
     "Trust region over training (paper Fig. 8). For each iteration t, over that iteration's training "
@@ -38,17 +38,12 @@ def summarize(combined: xr.Dataset) -> xr.Dataset:
     out = xr.Dataset(coords={"bound": ["lo", "hi"]})
     for var in MEASURES:
         out[var] = combined[var].transpose("env", "algo", "seed", "iteration")
-        mean, band = stats.over_seeds(out[var])
-        out[f"{var}_mean"] = xr.Variable(*mean, {"long_name": f"{var}: mean over seeds (NaN skipped)"})
-        out[f"{var}_ci"] = xr.Variable(*band, {"long_name": f"{var}: 95% percentile bootstrap CI of the "
-                                                              "mean over seeds (1000 resamples)"})
+        add_seed_band(out, var, var)
     for bound, _ in BOUNDS.values():
         out[bound] = _per_agent(combined[bound])
     out["ratio_bound"].attrs["long_name"] = "1 + PPO clip epsilon (NaN: not a PPO variant)"
     out["kl_bound"].attrs["long_name"] = "TRPO max_kl (NaN: not TRPO)"
-    out.attrs = {"figure": "fig8", "run": combined.attrs.get("run", ""),
-                 "pgprobe_code": combined.attrs.get("pgprobe_code", ""),
-                 "seeds": [int(s) for s in combined["seed"].values]}
+    out.attrs = summary_attrs("fig8", combined)
     return out
 
 

@@ -48,7 +48,8 @@ def load(params: str | Path = "params.yaml", overlays: list[str | Path] = ()) ->
 
 
 def validate(cfg: dict) -> None:
-    """Schema first (misspelt keys, types, ranges), then the checks a schema cannot express."""
+    """Schema first (misspelt keys, types, ranges), then the checks a schema cannot express.
+    Expands `iterations: {every: N}` into its list, in place."""
     import jsonschema
 
     schema = yaml.safe_load(SCHEMA_PATH.read_text())
@@ -69,6 +70,7 @@ def validate(cfg: dict) -> None:
             for err in jsonschema.Draft202012Validator(algo_schema).iter_errors(merged):
                 where = ".".join([f"env_overrides.{env}.{name}", *map(str, err.absolute_path)])
                 raise ConfigError(f"params: {where}: {err.message}")
+    _expand_iterations(cfg)
     t = cfg["train"]
     if t["steps_per_iter"] % t["num_envs"]:
         raise ConfigError(f"params: train.steps_per_iter ({t['steps_per_iter']}) must be a multiple "
@@ -76,6 +78,14 @@ def validate(cfg: dict) -> None:
     _check_minibatches(cfg)
     _check_figures(cfg)
     _check_landscape(cfg)
+
+
+def _expand_iterations(cfg: dict) -> None:
+    """`iterations: {every: N}` -> [0, N, 2N, ...] below train.iterations, in place, so that every
+    consumer (the DAG, the jobs, both runners) sees a list."""
+    for f in cfg.get("figures", {}).values():
+        if isinstance(f.get("iterations"), dict):
+            f["iterations"] = list(range(0, cfg["train"]["iterations"], f["iterations"]["every"]))
 
 
 def _check_minibatches(cfg: dict) -> None:

@@ -445,3 +445,21 @@ def test_checkpoint_dims_are_named_and_agent_coords_scalar(trpo, ppo, which):
         assert name in ds.coords and ds.coords[name].ndim == 0, name
         assert ds.coords[name].values.item() == value, name
     assert ds.sizes["pair"] == 256 and ds.sizes["act_dim"] == 3 and ds.sizes["obs_dim"] == 11
+
+
+def test_prepare_with_another_baseline_on_the_same_samples(trpo):
+    """Fig 4's estimators on one batch: V_t (the agent's), no baseline (V = 0, lambda = 1: the discounted
+    return to the batch end), each a probe's choice through the API."""
+    agent = ProbeAgent.load(trpo["ckpt"][2])
+    batch = agent.collect_batch(256, seed=5)
+    own = agent.prepare(batch, norm_adv=False)
+    torch.testing.assert_close(own.raw_advantages, agent.collect(256, seed=5, norm_adv=False).raw_advantages)
+    none = agent.prepare(batch, norm_adv=False, value=lambda obs: torch.zeros(obs.shape[0]), lam=1.0)
+    assert not torch.allclose(none.raw_advantages, own.raw_advantages)
+    # with V = 0 and lambda = 1 the advantage is the discounted sum of rewards until the episode ends
+    r, ended = batch.train_rewards[:, 0], ~batch.continues[:, 0]
+    g, expected = 0.0, np.zeros(len(r))
+    for t in reversed(range(len(r))):
+        g = r[t] + agent.gamma * (0.0 if ended[t] else g)
+        expected[t] = g
+    np.testing.assert_allclose(none.raw_advantages.numpy().reshape(len(r), -1)[:, 0], expected, rtol=1e-5, atol=1e-5)

@@ -75,9 +75,11 @@ class Trainer:
         return collect(venv, PolicyWeights.from_policy(self.policy), self.obs_norm,
                        self.reward_scaler, rng, steps, update_stats=update_stats)
 
-    def prepare(self, batch, norm_adv: bool | None = None) -> common.TrainData:
-        """Advantages and value targets as the agent computes them (norm_adv: a probe's override)."""
-        return common.prepare(batch, self.policy, self.value, self.t["gamma"], self.t["gae_lambda"],
+    def prepare(self, batch, norm_adv: bool | None = None, value=None, lam: float | None = None) -> common.TrainData:
+        """Advantages and value targets as the agent computes them; a probe may override the advantage
+        normalisation, the baseline (any obs -> V(obs) callable) and GAE's lambda."""
+        return common.prepare(batch, self.policy, self.value if value is None else value, self.t["gamma"],
+                              self.t["gae_lambda"] if lam is None else lam,
                               self.a["norm_adv"] if norm_adv is None else norm_adv,
                               self.t["bootstrap_truncation"], self.t["fit_done_steps"])
 

@@ -22,6 +22,7 @@ from ..algos.common import TrainData
 from ..envs import VecEnv
 from ..errors import ArtifactError
 from ..evaluate import parallel_episodes
+from ..rollout import Batch
 from ..nets import PolicyWeights, flat_params, gaussian_kl, set_flat_params
 from ..pipeline import artifacts
 
@@ -69,14 +70,22 @@ class ProbeAgent:
     def collect(self, n_pairs: int, seed: int, norm_adv: bool | None = None) -> TrainData:
         """A fresh batch of at least n_pairs from pi_t, advantages by GAE with V_t: the agent's rollout
         and advantage code, its num_envs, fresh resets, the normalisers frozen."""
+        return self.prepare(self.collect_batch(n_pairs, seed), norm_adv)
+
+    def collect_batch(self, n_pairs: int, seed: int) -> Batch:
+        """The samples of `collect`, before advantages (to compare baselines on the same samples)."""
         tr = self._trainer
         venv = VecEnv(self.env, self.num_envs, clip_actions=tr.t["clip_actions"])
         try:
-            batch = tr.rollout(venv, np.random.default_rng([seed, self.seed, self.iteration]),
-                               steps_per_env=-(-n_pairs // self.num_envs), update_stats=False)
+            return tr.rollout(venv, np.random.default_rng([seed, self.seed, self.iteration]),
+                              steps_per_env=-(-n_pairs // self.num_envs), update_stats=False)
         finally:
             venv.close()
-        return tr.prepare(batch, norm_adv)
+
+    def prepare(self, batch: Batch, norm_adv: bool | None = None, value=None, lam: float | None = None) -> TrainData:
+        """Advantages by the agent's code: GAE(gamma, lambda) with V_t, unless a probe gives another
+        baseline (`value`: obs tensor -> values, e.g. a fitted "true" value function, or zeros) or lambda."""
+        return self._trainer.prepare(batch, norm_adv, value, lam)
 
     # -- the algorithm ---------------------------------------------------------------------------
     def algorithm_step(self, data: TrainData, seed: int) -> tuple[np.ndarray, dict]:

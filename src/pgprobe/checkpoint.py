@@ -10,7 +10,6 @@ probes/api.py.
 """
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,6 @@ BATCH_VARS = {
     "values_old": "V_t(s) before the iteration's value fit",
     "value_mask": "1 where the step enters the value loss",
 }
-log = logging.getLogger("pgprobe.checkpoint")
 
 
 def make(agent: dict, seed: int, iteration: int, train_dir: Path, out: Path) -> Path:

@@ -5,7 +5,6 @@ bootstrap band over seeds, and every seed as a thin line.
 """
 from __future__ import annotations
 
-import numpy as np
 import xarray as xr
 
 from .. import stats

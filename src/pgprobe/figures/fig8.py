@@ -9,7 +9,6 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from .. import stats
 from . import add_seed_band, algo_color, algo_label, draw_band, footer, summary_attrs
 
 CAPTION = (

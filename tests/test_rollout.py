@@ -148,7 +148,7 @@ def test_collect_next_obs_at_batch_end_is_following_obs(hopper_batch):
     # normalisation is off, so the next observation is the env's current one
     for i in range(2):
         if not batch.terminated[-1, i]:
-            np.testing.assert_array_equal(batch.next_obs[-1, i], venv.obs[i])
+            np.testing.assert_array_equal(batch.next_obs[-1, i], venv.obs[i].astype(np.float32))
             assert np.any(batch.next_obs[-1, i] != 0)
 
 
@@ -175,12 +175,13 @@ def test_collect_matches_gymnasium_replay(hopper_batch):
         n = len(ref)
         np.testing.assert_allclose(batch.rewards[:n, i], [r for _, r, _, _ in ref], rtol=1e-9, atol=1e-9)
         # observations the policy saw at t = 1..n-1 are the replay's observations
-        np.testing.assert_allclose(batch.obs[1:n, i], np.array([o for o, *_ in ref[:-1]]), rtol=1e-9, atol=1e-9)
+        # observations are stored as float32, as the networks take them
+        np.testing.assert_array_equal(batch.obs[1:n, i], np.array([o for o, *_ in ref[:-1]], np.float32))
         if n < batch.rewards.shape[0]:
             obs, _, term, trunc = ref[-1]
             assert term and not trunc
             assert batch.terminated[n - 1, i] and not batch.continues[n - 1, i]
-            np.testing.assert_allclose(batch.next_obs[n - 1, i], obs, rtol=1e-9, atol=1e-9)
+            np.testing.assert_array_equal(batch.next_obs[n - 1, i], obs.astype(np.float32))
 
 
 def test_collect_truncation_short_time_limit():
@@ -212,7 +213,7 @@ def test_collect_truncation_short_time_limit():
         assert len(ref) == 5
         obs, _, term, trunc = ref[-1]
         assert trunc and not term
-        np.testing.assert_allclose(batch.next_obs[4, i], obs, rtol=1e-9, atol=1e-9)
+        np.testing.assert_array_equal(batch.next_obs[4, i], obs.astype(np.float32))
         np.testing.assert_allclose(batch.ep_returns[i], sum(r for _, r, _, _ in ref), rtol=1e-9)
     venv.close()
 

@@ -44,11 +44,12 @@ def collect(venv: VecEnv, weights: PolicyWeights, obs_norm: ObsNormalizer, rewar
 
     The normalisers learn from what they see unless `update_stats` is False (a probe's rollout)."""
     n, t_max = venv.num_envs, steps_per_env
-    obs_b = np.zeros((t_max, n, venv.obs_dim))
+    # observations are kept as float32, what the networks take (halves a probe's 10^6-pair batch)
+    obs_b = np.zeros((t_max, n, venv.obs_dim), np.float32)
     act_b = np.zeros((t_max, n, venv.act_dim))
     rew_b, trew_b = np.zeros((t_max, n)), np.zeros((t_max, n))
     term_b, cont_b = np.zeros((t_max, n), bool), np.zeros((t_max, n), bool)
-    next_b = np.zeros((t_max, n, venv.obs_dim))
+    next_b = np.zeros((t_max, n, venv.obs_dim), np.float32)
     std = np.exp(weights.log_std[0])
     ep_returns, ep_lengths = [], []
     obs = obs_norm(venv.obs, update=update_stats)
@@ -80,6 +81,8 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, termin
     values[t] = V(s_t); next_values[t] = V(s_{t+1}) for the same episode (ignored after a
     termination, where the next value is 0).  The recursion is cut where `continues` is
     False; after a truncation or at the end of the batch the value bootstraps the return.
+    (At the batch end the authors' code bootstraps from V of the last state itself, not of the
+    observation that follows: one pair per env per batch differs.)
     Returns (advantages, value targets = advantages + values).
     """
     boot = np.where(terminated, 0.0, next_values)

@@ -29,6 +29,7 @@ LOG_VARS = {
     "return_median": "median undiscounted return of episodes completed in the iteration",
     "episodes": "number of episodes completed in the iteration",
     "kl_mean": "mean KL(pi_old || pi_new) over the training batch",
+    "kl_max": "max KL(pi_old || pi_new) over the states of the training batch",
     "ratio_max": "max likelihood ratio pi_new/pi_old over the training batch",
     "ratio_mean": "mean likelihood ratio pi_new/pi_old over the training batch",
     "entropy": "policy entropy before the update (nats)",

@@ -122,6 +122,7 @@ def step_stats(policy: GaussianPolicy, data: TrainData) -> dict:
         ratio = torch.exp(policy.log_prob(data.obs, data.actions) - data.logp_old)
         return {
             "kl_mean": kl.mean().item(),
+            "kl_max": kl.max().item(),
             "ratio_max": ratio.max().item(),
             "ratio_mean": ratio.mean().item(),
             "surrogate_after": (ratio * data.advantages).mean().item(),

@@ -31,7 +31,8 @@ class Figure:
 
 
 PROBES = {
-    "landscape": Probe("pgprobe.probes.landscape", "probes.landscape", threads="all", mem_mb=4000),
+    # paper scale: the many-sample batch (10^6 Humanoid pairs, float32 obs) is ~5 GB
+    "landscape": Probe("pgprobe.probes.landscape", "probes.landscape", threads="all", mem_mb=8000),
 }
 
 FIGURES = {

@@ -27,6 +27,11 @@ from ..nets import PolicyWeights, flat_params, gaussian_kl, set_flat_params
 from ..pipeline import artifacts
 
 
+# Last words of the generator keys a probe derives from its seed: each use its own stream (a key must not
+# end in 0: SeedSequence treats [a, b] and [a, b, 0] alike).
+STREAMS = {"collect": 11, "step": 12, "direction": 13, "evaluation": 14}
+
+
 class ProbeAgent:
     """theta_t of one agent, frozen.  Nothing here changes the agent: every call works on copies."""
 
@@ -44,6 +49,15 @@ class ProbeAgent:
         self.proposed_step = (ckpt.ds["proposed_step"].values.astype(np.float64)
                               if "proposed_step" in ckpt.ds else None)
         self.episode_returns = ckpt.ds["episode_return"].values
+
+    def rng(self, seed: int, stream: str) -> np.random.Generator:
+        """A generator for one use (`STREAMS`) of a probe's seed at this agent and iteration."""
+        return np.random.default_rng([seed, self.seed, self.iteration, STREAMS[stream]])
+
+    def evaluation_seed(self, seed: int) -> int:
+        """The seed of a true-reward evaluation: common to every point of a plane, not to other agents or
+        iterations."""
+        return int(self.rng(seed, "evaluation").integers(2**31 - 1))
 
     @classmethod
     def load(cls, path: str | Path) -> "ProbeAgent":
@@ -77,7 +91,7 @@ class ProbeAgent:
         tr = self._trainer
         venv = VecEnv(self.env, self.num_envs, clip_actions=tr.t["clip_actions"])
         try:
-            return tr.rollout(venv, np.random.default_rng([seed, self.seed, self.iteration]),
+            return tr.rollout(venv, self.rng(seed, "collect"),
                               steps_per_env=-(-n_pairs // self.num_envs), update_stats=False)
         finally:
             venv.close()
@@ -95,7 +109,7 @@ class ProbeAgent:
         policy = self.policy
         opt = type(tr.policy_opt)(policy.parameters(), **tr.policy_opt.defaults)
         opt.load_state_dict(copy.deepcopy(tr.policy_opt.state_dict()))  # shares no tensor with the agent's
-        extra = tr.update_policy(policy, opt, data, np.random.default_rng([seed, self.seed, self.iteration, 1]))
+        extra = tr.update_policy(policy, opt, data, self.rng(seed, "step"))
         return (flat_params(policy).double() - torch.as_tensor(self.theta)).numpy(), extra
 
     def surrogate(self, data: TrainData, thetas: np.ndarray) -> np.ndarray:

@@ -70,8 +70,8 @@ def regime_step(agent: ProbeAgent, regime: str, cfg: dict):
 def run(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True) -> xr.Dataset:
     agent = inputs.agent()
     xs, ys = grid(cfg)
-    rng = np.random.default_rng([cfg["seed"], agent.seed, agent.iteration])
-    direction = random_direction(agent.policy, rng, cfg["direction_norm"], cfg["perturb_log_std"])
+    direction = random_direction(agent.policy, agent.rng(cfg["seed"], "direction"), cfg["direction_norm"],
+                                 cfg["perturb_log_std"])
     regimes = [r for r in REGIMES if r in cfg["regimes"]]
     per_slot = -(-cfg["samples_per_point"] // cfg["envs_per_point"])
     out = {k: [] for k in ("step", "rejected", "surrogate", "kl_step", "kl_direction", "episodes")}
@@ -84,8 +84,9 @@ def run(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True)
         out["surrogate"].append(agent.surrogate(data, thetas).reshape(len(xs), len(ys)))
         out["kl_step"].append(agent.mean_kl(data, agent.theta + step))
         out["kl_direction"].append(agent.mean_kl(data, agent.theta + direction))
-        out["episodes"].append(agent.episodes_at(thetas, per_slot, cfg["envs_per_point"], cfg["seed"],
-                                                 workers=threads, progress=progress))
+        out["episodes"].append(agent.episodes_at(thetas, per_slot, cfg["envs_per_point"],
+                                                 agent.evaluation_seed(cfg["seed"]), workers=threads,
+                                                 progress=progress))
     return _dataset(agent, cfg, regimes, xs, ys, direction, out)
 
 
@@ -135,7 +136,23 @@ def _dataset(agent: ProbeAgent, cfg: dict, regimes, xs, ys, direction, out) -> x
     ds.attrs.update({"direction_norm_kind": cfg["direction_norm"], "perturb_log_std": int(cfg["perturb_log_std"]),
                      "samples_per_point": cfg["samples_per_point"], "envs_per_point": cfg["envs_per_point"],
                      "common_random_numbers": "episodes and action noise keyed by (slot, episode, step), "
-                                              "shared by every point of the plane",
+                                              "shared by every point of the plane (not by other agents or iterations)",
+                     "true_reward_definition": "undiscounted return of complete episodes (each env slot runs until "
+                                               "it has taken samples_per_point/envs_per_point steps, then finishes "
+                                               "its episode); observations normalised with the statistics frozen at "
+                                               "the end of iteration t's rollout; actions "
+                                               + ("clipped to the action space" if agent.clip_actions else "raw"),
+                     "surrogate_definition": _surrogate_definition(agent.kind),
                      "many_batch_collection": f"the agent's rollout: {agent.num_envs} env(s), fresh resets, "
-                                              "normalisers frozen at theta_t"})
+                                              "normalisers frozen at theta_t",
+                     "many_step": "the algorithm's update from theta_t on the many-sample batch with its settings "
+                                  "at t (PPO: its epochs x minibatches and its Adam state and learning rate at t; "
+                                  "TRPO: CG on a fisher_frac subsample, line search on the whole batch)"})
     return ds
+
+
+def _surrogate_definition(kind: str) -> str:
+    adv = "GAE advantages with V_t, normalised over the whole batch where the algorithm normalises"
+    if kind == "ppo":
+        return f"mean of min(r A, clip(r, 1-eps, 1+eps) A) over the batch, no entropy term; {adv}"
+    return f"mean of r A over the batch (importance-sampled); {adv}"

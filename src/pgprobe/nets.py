@@ -129,8 +129,8 @@ class ObsNormalizer:
         self.enabled, self.clip, self.eps = enabled, clip, eps
 
     def __call__(self, obs: np.ndarray, update: bool = False) -> np.ndarray:
-        if not self.enabled:
-            return np.asarray(obs, np.float64)
+        if not self.enabled:  # a copy: the caller's array (the envs' observation buffer) changes as they step
+            return np.array(obs, np.float64)
         if update:
             self.rms.update(obs.reshape(-1, obs.shape[-1]))
         out = (obs - self.rms.mean) / np.sqrt(self.rms.var + self.eps)

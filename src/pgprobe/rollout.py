@@ -37,6 +37,25 @@ class Batch:
         x = getattr(self, name)
         return x.reshape(self.size, *x.shape[2:])
 
+    def prefix(self, steps_per_env: int) -> "Batch":
+        """The first `steps_per_env` steps of each env, as if the rollout had stopped there: the batch
+        end's bootstrap moves to the cut (continues False at the last kept step; next_obs there the
+        observation that follows, for episodes still open).  Equal to the batch `collect` returns for
+        `steps_per_env` steps with the same generator (the rollout draws nothing ahead of time).
+        Episode returns and lengths are not split by time: the prefix has none."""
+        k = int(steps_per_env)
+        if not 1 <= k <= self.obs.shape[0]:
+            raise ValueError(f"prefix of {k} steps per env: the batch has {self.obs.shape[0]}")
+        if k == self.obs.shape[0]:
+            return Batch(self.obs, self.actions, self.rewards, self.train_rewards, self.terminated, self.done,
+                         self.continues, self.next_obs)
+        cont, next_obs = self.continues[:k].copy(), self.next_obs[:k].copy()
+        open_at_cut = cont[-1].copy()
+        next_obs[-1, open_at_cut] = self.obs[k, open_at_cut]
+        cont[-1] = False
+        return Batch(self.obs[:k], self.actions[:k], self.rewards[:k], self.train_rewards[:k],
+                     self.terminated[:k], self.done[:k], cont, next_obs)
+
 
 def collect(venv: VecEnv, weights: PolicyWeights, obs_norm: ObsNormalizer, reward_scaler: RewardScaler,
             rng: np.random.Generator, steps_per_env: int, update_stats: bool = True) -> Batch:

@@ -29,7 +29,7 @@ from ..pipeline import artifacts
 
 # Last words of the generator keys a probe derives from its seed: each use its own stream (a key must not
 # end in 0: SeedSequence treats [a, b] and [a, b, 0] alike).
-STREAMS = {"collect": 11, "step": 12, "direction": 13, "evaluation": 14}
+STREAMS = {"collect": 11, "step": 12, "direction": 13, "evaluation": 14, "estimates": 15, "true_gradient": 16}
 
 
 class ProbeAgent:
@@ -50,9 +50,11 @@ class ProbeAgent:
                               if "proposed_step" in ckpt.ds else None)
         self.episode_returns = ckpt.ds["episode_return"].values
 
-    def rng(self, seed: int, stream: str) -> np.random.Generator:
-        """A generator for one use (`STREAMS`) of a probe's seed at this agent and iteration."""
-        return np.random.default_rng([seed, self.seed, self.iteration, STREAMS[stream]])
+    def rng(self, seed: int, stream: str, index: tuple = ()) -> np.random.Generator:
+        """A generator for one use (`STREAMS`) of a probe's seed at this agent and iteration; `index`
+        (non-negative ints) tells apart the independent draws of one use (repeats, chunks).  The stream
+        stays the key's last word, so no key ends in 0."""
+        return np.random.default_rng([seed, self.seed, self.iteration, *map(int, index), STREAMS[stream]])
 
     def evaluation_seed(self, seed: int) -> int:
         """The seed of a true-reward evaluation: common to every point of a plane, not to other agents or
@@ -67,6 +69,20 @@ class ProbeAgent:
     def policy(self) -> torch.nn.Module:
         """A copy of pi_t (its parameter layout is the one every flat vector here uses)."""
         return copy.deepcopy(self._trainer.policy)
+
+    @property
+    def batch_size(self) -> int:
+        """Pairs per iteration of the agent: its own batch."""
+        return self.agent_batch.n
+
+    @property
+    def norm_adv(self) -> bool:
+        """Does the agent normalise advantages within its batch?"""
+        return bool(self._trainer.a["norm_adv"])
+
+    def steps_per_env(self, n_pairs: int) -> int:
+        """Steps each of the agent's envs takes to collect at least n_pairs."""
+        return -(-int(n_pairs) // self.num_envs)
 
     @property
     def params_count(self) -> int:
@@ -86,13 +102,14 @@ class ProbeAgent:
         and advantage code, its num_envs, fresh resets, the normalisers frozen."""
         return self.prepare(self.collect_batch(n_pairs, seed), norm_adv)
 
-    def collect_batch(self, n_pairs: int, seed: int) -> Batch:
-        """The samples of `collect`, before advantages (to compare baselines on the same samples)."""
+    def collect_batch(self, n_pairs: int, seed: int, stream: str = "collect", index: tuple = ()) -> Batch:
+        """The samples of `collect`, before advantages (to compare baselines on the same samples);
+        `stream` and `index` pick the generator (see `rng`): independent batches from one seed."""
         tr = self._trainer
         venv = VecEnv(self.env, self.num_envs, clip_actions=tr.t["clip_actions"])
         try:
-            return tr.rollout(venv, self.rng(seed, "collect"),
-                              steps_per_env=-(-n_pairs // self.num_envs), update_stats=False)
+            return tr.rollout(venv, self.rng(seed, stream, index),
+                              steps_per_env=self.steps_per_env(n_pairs), update_stats=False)
         finally:
             venv.close()
 

@@ -42,9 +42,9 @@ def cmd_probe(args) -> None:
     cfg = config.load(args.params, args.overlay)
     _threads(1)
     inputs = ProbeInputs.parse(args.input)
-    probe_cfg = config.lookup(cfg, decl.params)
-    ds = importlib.import_module(decl.module).run(inputs, probe_cfg, threads=_cores(args.threads),
-                                                  progress=not args.quiet)
+    probe_cfg = config.lookup(cfg, decl.params) if decl.params else {}
+    entry = getattr(importlib.import_module(decl.module), decl.entry)
+    ds = entry(inputs, probe_cfg, threads=_cores(args.threads), progress=not args.quiet)
     ds = artifacts.with_agent_coords(ds, *inputs.agent_coords())
     ds.attrs.update(artifacts.provenance(f"probe_{args.probe}", {"probe": probe_cfg, "upstream": inputs.params()},
                                          "probe", (decl.module,)))

@@ -102,7 +102,7 @@ def _check_minibatches(cfg: dict) -> None:
 def _check_figures(cfg: dict) -> None:
     """Every figure is declared, names known envs and algos, and probes iterations training reaches."""
     from ..envs import check_env_id, check_exact_resume
-    from .declarations import FIGURES, figure_probe
+    from .declarations import FIGURES, PROBES, figure_probe, probe_needs
 
     t = cfg["train"]
     for fig, f in cfg.get("figures", {}).items():
@@ -125,8 +125,10 @@ def _check_figures(cfg: dict) -> None:
         probe = figure_probe(fig)
         if probe is not None and "iterations" not in f:
             raise ConfigError(f"params: figures.{fig}.iterations: required (the figure shows probes at iterations)")
-        if probe is not None and probe not in cfg.get("probes", {}):
-            raise ConfigError(f"params: probes.{probe}: missing (figures.{fig} needs it)")
+        for need in probe_needs(probe) if probe is not None else []:
+            block = PROBES[need].params
+            if block and block.split(".", 1)[1] not in cfg.get("probes", {}):
+                raise ConfigError(f"params: {block}: missing (figures.{fig} needs it)")
         for it in f.get("iterations", []):
             if it >= t["iterations"]:
                 raise ConfigError(f"params: figures.{fig}.iterations: {it} is not a training iteration "

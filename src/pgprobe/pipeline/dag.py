@@ -119,7 +119,8 @@ def stage_keys(cfg: dict, kind: str, w) -> list[str]:
     if kind in ("train", "checkpoint"):
         return agent_keys(cfg, w.env, w.algo)
     if kind == "probe":
-        return agent_keys(cfg, w.env, w.algo) + [PROBES[w.probe].params]
+        own = PROBES[w.probe].params
+        return agent_keys(cfg, w.env, w.algo) + ([own] if own else [])
     if kind == "aggregate":
         return [f"figures.{w.figure}"]
     return []  # a figure renders its aggregate and nothing else

@@ -17,11 +17,12 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Probe:
-    module: str                     # the module with `run`
-    params: str                     # its params block (dotted key)
+    module: str                     # the module with `run` (or `entry`)
+    params: str | None              # its params block (dotted key); None: a probe with no parameters
     reads: tuple = ("checkpoint",)  # "checkpoint", "train_log", or "probe:<name>" (same agent and iteration)
     threads: str | int = 1          # "all": every core the runner gives it (its work splits across processes)
     mem_mb: int = 2000              # per job, for cluster profiles
+    entry: str = "run"              # the module's function that runs it (one module, several probes)
 
 
 @dataclass(frozen=True)
@@ -33,13 +34,32 @@ class Figure:
 PROBES = {
     # paper scale: the many-sample batch (10^6 Humanoid pairs, float32 obs) is ~5 GB
     "landscape": Probe("pgprobe.probes.landscape", "probes.landscape", threads="all", mem_mb=8000),
+    # figs 1 and 2: the estimates (paper: 10 x 10^5 Humanoid pairs, one repeat's batch in memory at a time),
+    # g* from chunks of the agent's batch, and the two small derived files the figures aggregate
+    "grad_estimates": Probe("pgprobe.probes.gradients", "probes.grad_estimates", entry="grad_estimates"),
+    "true_gradient": Probe("pgprobe.probes.gradients", "probes.true_gradient", entry="true_gradient"),
+    "grad_variance": Probe("pgprobe.probes.gradients", None, reads=("probe:grad_estimates",),
+                           entry="grad_variance"),
+    "grad_convergence": Probe("pgprobe.probes.gradients", None,
+                              reads=("probe:grad_estimates", "probe:true_gradient"), entry="grad_convergence"),
 }
 
 FIGURES = {
+    "fig1": Figure("pgprobe.figures.fig1", reads="probe:grad_variance"),
+    "fig2": Figure("pgprobe.figures.fig2", reads="probe:grad_convergence"),
     "fig6": Figure("pgprobe.figures.fig6", reads="probe:landscape"),
     "fig8": Figure("pgprobe.figures.fig8", reads="train_log"),
     "curves": Figure("pgprobe.figures.curves", reads="train_log"),
 }
+
+
+def probe_needs(probe: str) -> list[str]:
+    """The probe and every probe it reads, directly or not (each once, readers last)."""
+    out: list[str] = []
+    for read in PROBES[probe].reads:
+        if read.startswith("probe:"):
+            out += [p for p in probe_needs(read.split(":", 1)[1]) if p not in out]
+    return out + [probe]
 
 
 def figure_probe(fig: str) -> str | None:

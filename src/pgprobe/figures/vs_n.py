@@ -1,0 +1,72 @@
+"""What figs 1 and 2 share: a measure against the number of pairs n, per agent, panels per iteration
+(rows: envs), a vertical line at each agent's own batch size.  No torch, no gymnasium."""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from . import algo_color, algo_label, footer
+
+SEED_STYLES = ("-", "--", ":", "-.")
+AGENT_DIMS = ("env", "algo", "seed", "iteration")
+
+
+def per_agent(combined: xr.Dataset, var: str) -> xr.DataArray:
+    """A per-agent-and-iteration scalar (batch size, parameter count); NaN where an agent was not run."""
+    return combined[var].transpose(*AGENT_DIMS).astype(np.float64)
+
+
+def draw(agg: xr.Dataset, var: str, ylabel: str, title: str, note: str, reference=None):
+    """`var`_mean (env, algo, seed, iteration, n) with `var`_ci (..., bound); `reference(sel) -> (y, label)`
+    draws a horizontal line per env (e.g. random directions)."""
+    from matplotlib.figure import Figure
+
+    envs, algos, seeds = list(agg["env"].values), list(agg["algo"].values), list(agg["seed"].values)
+    iters = list(agg["iteration"].values)
+    fig = Figure(figsize=(3.3 * len(iters) + 0.6, 2.9 * len(envs) + 1.1))
+    axes = fig.subplots(len(envs), len(iters), squeeze=False, sharey="row")
+    n = agg["n"].values.astype(np.float64)
+    for i, env in enumerate(envs):
+        for j, it in enumerate(iters):
+            ax = axes[i, j]
+            for algo in algos:
+                color = algo_color(algo, algos)
+                for k, seed in enumerate(seeds):
+                    a = agg.sel(env=env, algo=algo, seed=seed, iteration=it)
+                    mean, band = a[f"{var}_mean"].values, a[f"{var}_ci"].values
+                    ok = np.isfinite(mean)
+                    if not ok.any():
+                        continue
+                    ax.fill_between(n[ok], band[ok, 0], band[ok, 1], color=color, alpha=0.18, lw=0)
+                    ax.plot(n[ok], mean[ok], SEED_STYLES[k % len(SEED_STYLES)], color=color, marker="o", ms=3,
+                            lw=1.4, label=f"{algo_label(algo)} seed {int(seed)}")
+                    b = float(a["agent_batch_size"])
+                    if np.isfinite(b):
+                        ax.axvline(b, color=color, lw=0.9, ls=(0, (2, 2)), alpha=0.8,
+                                   label=f"{algo_label(algo)} batch size")
+            if reference is not None:
+                y, label = reference(agg.sel(env=env, iteration=it))
+                if np.isfinite(y):
+                    ax.axhline(y, color="0.4", lw=0.9, ls=":", label=label)
+            ax.set_xscale("log")
+            ax.grid(True, which="major", alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if i == 0:
+                ax.set_title(f"iteration {int(it)}", fontsize=10)
+            if j == 0:
+                ax.set_ylabel(f"{env}\n{ylabel}", fontsize=9)
+            if i == len(envs) - 1:
+                ax.set_xlabel("state-action pairs n", fontsize=9)
+    legend = {}
+    for ax in axes.flat:
+        legend.update(zip(*ax.get_legend_handles_labels()[::-1]))
+    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 4), fontsize=7,
+               bbox_to_anchor=(0.5, 0.22 / fig.get_figheight()), frameon=False)
+    fig.suptitle(title, fontsize=11)
+    fig.text(0.01, 0.005, footer(agg, note), fontsize=7)
+    fig.tight_layout(rect=(0, 0.75 / fig.get_figheight(), 1, 0.97))
+    return fig
+
+
+def save(fig, out: str) -> None:
+    fig.savefig(out, metadata={"CreationDate": None, "Creator": "pgprobe"})

@@ -90,9 +90,42 @@ def test_handler_helpers_and_package_inits_are_code():
 
 def test_iterations_every_n(repo_root, tmp_path):
     over = tmp_path / "o.yaml"
-    over.write_text(yaml.safe_dump({"train": {"iterations": 25}, "figures": {"fig6": {"iterations": {"every": 10}}}}))
+    every = {"iterations": {"every": 10}}
+    over.write_text(yaml.safe_dump({"train": {"iterations": 25}, "figures": {"fig1": every, "fig2": every, "fig6": every}}))
     cfg = config.load(repo_root / "params.yaml", [over])
-    assert cfg["figures"]["fig6"]["iterations"] == [0, 10, 20]
+    assert cfg["figures"]["fig6"]["iterations"] == cfg["figures"]["fig1"]["iterations"] == [0, 10, 20]
     over.write_text(yaml.safe_dump({"figures": {"fig6": {"iterations": {"every": 0}}}}))
     with pytest.raises(ConfigError, match="figures.fig6.iterations"):
         config.load(repo_root / "params.yaml", [over])
+
+
+def test_gradient_probes_share_fig6s_checkpoints_and_their_inputs(smoke_cfg):
+    # Breaks if figs 1/2 train or checkpoint anything of their own in smoke, if g* or the estimates are
+    # made more than once per checkpoint, or if a derived probe carries a params block it does not have.
+    jobs = dag.plan(smoke_cfg)
+    by_kind = {}
+    for j in jobs:
+        by_kind.setdefault(j.kind, []).append(j)
+    assert len(by_kind["checkpoint"]) == 2 and len(by_kind["train"]) == 6
+    probes = {}
+    for j in by_kind["probe"]:
+        probes.setdefault(j.wildcards["probe"], []).append(j)
+    assert {k: len(v) for k, v in probes.items()} == {"landscape": 2, "grad_estimates": 2, "true_gradient": 2,
+                                                       "grad_variance": 2, "grad_convergence": 2}
+    for j in probes["grad_convergence"]:
+        w = {k: j.wildcards[k] for k in ("env", "algo", "seed", "iteration")}
+        for other in ("grad_estimates", "true_gradient"):
+            assert dag.path("probe", run="smoke", probe=other, **w) in j.deps
+        assert not [d for d in j.deps if "/checkpoints/" in d]
+        assert not [p for p in j.params if p.startswith("probes.")]
+    est = probes["grad_estimates"][0]
+    assert est.params[-1] == "probes.grad_estimates" and "src/pgprobe/probes/gradients.py" in est.deps
+
+
+def test_a_missing_block_of_a_probe_read_by_the_figures_probe_is_named(repo_root, tmp_path):
+    cfg = yaml.safe_load((repo_root / "params.yaml").read_text())
+    del cfg["probes"]["true_gradient"]
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="probes.true_gradient: missing"):
+        config.load(path)

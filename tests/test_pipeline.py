@@ -34,8 +34,10 @@ VENV_BIN = Path(sys.executable).parent
 SKIP_TOP = {".venv", "data", "figures", "logs", ".snakemake", ".pytest_cache"}
 SMOKE = ("--configfile", "config/smoke.yaml")
 SMOKE_DVC = "pipelines/smoke/dvc.yaml"
-FIGS = ("fig6", "fig8", "curves")
-ALL_SMOKE = {"train": 6, "checkpoint": 2, "probe": 2, "aggregate": 3, "figure": 3, "all": 1}
+FIGS = ("fig1", "fig2", "fig6", "fig8", "curves")
+# probes: per checkpoint (fig 6's two, shared by figs 1 and 2) landscape, grad_estimates, true_gradient,
+# grad_variance, grad_convergence
+ALL_SMOKE = {"train": 6, "checkpoint": 2, "probe": 10, "aggregate": 5, "figure": 5, "all": 1}
 
 
 def test_snakemake_and_dvc_are_installed():
@@ -247,7 +249,16 @@ def test_smoke_pipeline_end_to_end(smoke):
         assert not [d for d in ds.dims if re.search(r"_d\d+$", d)] or ds.attrs["pgprobe_kind"] == "snapshot", \
             f"{p}: unnamed dims {list(ds.dims)}"
     assert {"train_log", "snapshot", "checkpoint", "probe_landscape", "aggregate_fig6", "aggregate_fig8",
-            "aggregate_curves"} <= set(kinds)
+            "aggregate_curves", "probe_grad_estimates", "probe_true_gradient", "probe_grad_variance",
+            "probe_grad_convergence", "aggregate_fig1", "aggregate_fig2"} <= set(kinds)
+    gcfg = cfg["probes"]["grad_estimates"]
+    for ds in kinds["probe_grad_estimates"]:  # the grid plus the agent's batch size, R independent estimates
+        assert list(ds["n"].values) == sorted(set(gcfg["n_grid"]) | {cfg["train"]["steps_per_iter"]})
+        assert ds.sizes["repeat"] == gcfg["repeats"] and ds["gradient"].dtype == np.float32
+    for ds in kinds["probe_grad_variance"]:
+        assert np.allclose(np.diagonal(ds["cosine"].values, axis1=-2, axis2=-1), 1.0, atol=1e-5)
+    for ds in kinds["aggregate_fig1"] + kinds["aggregate_fig2"]:
+        assert np.isfinite(ds["similarity_mean"].values).all()
     for kind in ("train_log", "checkpoint", "probe_landscape"):  # agent coordinates, for combine_by_coords
         for ds in kinds[kind]:
             assert {"env", "algo", "seed"} <= set(ds.coords), kind
@@ -383,7 +394,8 @@ def test_dags_agree_paper_quick_and_a_user_overlay(bare, overlay):
     if overlay == "mine":  # a user's own run: shorter training, other iterations, one figure more seeds
         (bare / "config" / "mine.yaml").write_text(yaml.safe_dump(
             {"run": "mine", "train": {"iterations": 20, "save_every": 5},
-             "figures": {"fig6": {"iterations": [0, 7, 19]}, "fig8": {"seeds": [4, 5]}}}))
+             "figures": {"fig1": {"iterations": [0, 7, 19]}, "fig2": {"iterations": [0, 19]},
+                         "fig6": {"iterations": [0, 7, 19]}, "fig8": {"seeds": [4, 5]}}}))
         overlays = ["config/mine.yaml"]
     elif overlay:
         overlays = [overlay]
@@ -472,12 +484,18 @@ FIG6_PROBES = {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}
 @pytest.mark.parametrize("dotted,value,expected", [
     ("probes.landscape.y.points", 5, FIG6_PROBES),
     # the TRPO agents (fig 6's and fig 8's: seeds 0 and 1) and everything downstream; PPO agents stay
-    ("algos.trpo.max_kl", 0.05, {"train": 2, "checkpoint": 2, "probe": 2, "aggregate": 3, "figure": 3, "all": 1}),
+    ("algos.trpo.max_kl", 0.05, {"train": 2, "checkpoint": 2, "probe": 10, "aggregate": 5, "figure": 5, "all": 1}),
     ("algos.ppo.clip_eps", 0.3, {"train": 2, "aggregate": 2, "figure": 2, "all": 1}),
     ("env_overrides.Humanoid-v5.ppo_m.lr", 2e-4, {"train": 2, "aggregate": 2, "figure": 2, "all": 1}),
     ("train.gamma", 0.98, ALL_SMOKE),
     # a new iteration: its checkpoint and probe only, then fig 6's aggregate and figure
     ("figures.fig6.iterations", [0, 2, 3], {"checkpoint": 1, "probe": 1, "aggregate": 1, "figure": 1, "all": 1}),
+    # the estimates, and the two probes that read them; g* stays
+    ("probes.grad_estimates.repeats", 4, {"probe": 6, "aggregate": 2, "figure": 2, "all": 1}),
+    # g*, and fig 2's probes; the estimates and fig 1 stay
+    ("probes.true_gradient.n_star", 2048, {"probe": 4, "aggregate": 1, "figure": 1, "all": 1}),
+    # a new iteration for fig 1: its checkpoint, estimates and cosines; not g*
+    ("figures.fig1.iterations", [0, 2, 3], {"checkpoint": 1, "probe": 2, "aggregate": 1, "figure": 1, "all": 1}),
 ])
 def test_snakemake_reruns_only_what_a_param_reaches(smoke, dotted, value, expected):
     with params_changed(smoke, dotted, value):
@@ -488,6 +506,8 @@ def test_snakemake_reruns_only_what_a_param_reaches(smoke, dotted, value, expect
 @pytest.mark.parametrize("source,expected", [
     ("probes/landscape.py", FIG6_PROBES),
     ("figures/fig8.py", {"aggregate": 1, "figure": 1, "all": 1}),
+    ("probes/gradients.py", {"probe": 8, "aggregate": 2, "figure": 2, "all": 1}),
+    ("figures/vs_n.py", {"aggregate": 2, "figure": 2, "all": 1}),  # figs 1 and 2 share it
     ("cli.py", ALL_SMOKE),  # the entry point of every job
     ("pipeline/declarations.py", {}),  # reaches jobs only through their inputs, params and modules
 ])
@@ -572,7 +592,7 @@ def test_dvc_status_and_repro_are_selective(dvc_committed):
     root = dvc_committed
     assert dvc_status(root) == {}, "after `dvc commit` of the Snakemake run, DVC should see it as up to date"
     stages = dvc_stages(root)
-    probes = {n for n in stages if stage_kind(n) == "probe"}
+    probes = {n for n in stages if stage_kind(n) == "probe" and n.startswith("probe-landscape-")}
     assert len(probes) == 2
     landscape = root / "src" / "pgprobe" / "probes" / "landscape.py"
     with edited(landscape, lambda t: t + "\n# a comment that changes the file's bytes\n"):

@@ -32,6 +32,15 @@ def summarize(combined: xr.Dataset) -> xr.Dataset:
                                                                        "(the two points taken as independent)")
     ds["surrogate_gain"] = (ds["surrogate"].sel(x=1.0, **at) - ds["surrogate"].sel(x=0.0, **at)).assign_attrs(
         long_name="surrogate at (1, 0) minus at (0, 0)")
+    line = ds.sel(y=0.0, method="nearest")
+    w = 1.0 / line["true_reward_sem"] ** 2  # weighted least squares along the step
+    dx = line["x"] - (w * line["x"]).sum("x") / w.sum("x")
+    ds["true_slope"] = ((w * dx * line["true_reward"]).sum("x") / (w * dx**2).sum("x")).assign_attrs(
+        long_name="slope of the true reward along the step (y = 0), per full step: least squares weighted by 1/sem^2")
+    ds["true_slope_se"] = (1.0 / np.sqrt((w * dx**2).sum("x"))).assign_attrs(long_name="standard error of true_slope")
+    sx = line["x"] - line["x"].mean()
+    ds["surrogate_slope"] = ((sx * line["surrogate"]).sum("x") / (sx**2).sum("x")).assign_attrs(
+        long_name="least-squares slope of the surrogate along the step (y = 0), per full step")
     ds.attrs.update({"figure": "fig6", "env": str(combined["env"].values[0]), "algo": str(combined["algo"].values[0])})
     return ds.drop_vars(["x_nearest", "y_nearest"], errors="ignore")
 
@@ -60,6 +69,9 @@ def draw(ds: xr.Dataset, seed_index: int = 0):
                 ax = axes[i, 3 * r + c]
                 mesh = ax.pcolormesh(x, y, row[var].values.T, shading="nearest", cmap="viridis",
                                      vmin=limits[var][0], vmax=limits[var][1])
+                z = row[var].values.T
+                if np.isfinite(z).sum() > 3 and np.nanmax(z) > np.nanmin(z):  # the panel's own shape, whatever the row's scale
+                    ax.contour(x, y, z, levels=6, colors="white", linewidths=0.4, alpha=0.7)
                 ax.axvline(0, color="w", lw=0.6, ls=":")
                 ax.axvline(1, color="r", lw=0.8, ls="--")
                 fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02)
@@ -69,9 +81,9 @@ def draw(ds: xr.Dataset, seed_index: int = 0):
                     ax.set_xlabel("step direction (1 = full step)", fontsize=8)
                 if r == 0 and c == 0:
                     ax.set_ylabel(f"iteration {int(it)}\nrandom direction", fontsize=9)
-            _slice(axes[i, 3 * r + 2], row, x, i == 0, n)
+            _slice(axes[i, 3 * r + 2], row, x, i == 0, n, -0.38 if i == len(iters) - 1 else -0.16)
             rejected = " (rejected: proposed step)" if int(row["step_rejected"]) else ""
-            axes[i, 3 * r].text(0.0, -0.30 if i == len(iters) - 1 else -0.16,
+            axes[i, 3 * r].text(0.0, -0.38 if i == len(iters) - 1 else -0.16,
                                 f"|step|={float(row['step_norm']):.3g}{rejected}  |dir|={float(row['direction_norm']):.3g}  "
                                 f"KL(x=1)={float(row['kl_step']):.2g}  KL(y=1)={float(row['kl_direction']):.2g}",
                                 transform=axes[i, 3 * r].transAxes, fontsize=7)
@@ -82,7 +94,7 @@ def draw(ds: xr.Dataset, seed_index: int = 0):
     return fig
 
 
-def _slice(ax, row, x, first: bool, n: int) -> None:
+def _slice(ax, row, x, first: bool, n: int, text_y: float) -> None:  # row: one iteration and regime
     """True reward along the step (y = 0) with 1-s.e. error bars; the surrogate's gain for scale."""
     line = row.sel(y=0.0, method="nearest")
     ax.errorbar(x, line["true_reward"].values, yerr=line["true_reward_sem"].values, fmt="o-", ms=3, lw=1,
@@ -93,8 +105,9 @@ def _slice(ax, row, x, first: bool, n: int) -> None:
                         line["true_reward_sem"].sel(x=0.0, method="nearest")))
     sgain = float(line["surrogate"].sel(x=1.0, method="nearest") - line["surrogate"].sel(x=0.0, method="nearest"))
     ax.set_title(f"true reward at y=0\nstep from {n} pairs" if first else "", fontsize=9)
-    ax.text(0.02, 0.02, f"gain 0->1: {gain:+.3g} +- {se:.2g}\nsurrogate gain: {sgain:+.3g}",
-            transform=ax.transAxes, fontsize=7, va="bottom")
+    ax.text(0.0, text_y, f"true: gain(0->1) {gain:+.3g} +- {se:.2g}, slope {float(row['true_slope']):+.3g} "
+                         f"+- {float(row['true_slope_se']):.2g}\nsurrogate: gain(0->1) {sgain:+.3g}",
+            transform=ax.transAxes, fontsize=6.5, va="top")
     ax.tick_params(labelsize=7)
 
 

@@ -142,3 +142,12 @@ def test_each_estimator_is_unbiased(mlp_bandit, probed):
     g = baselines.baseline_estimates(agent, baselines.value_net(agent, probed["tv"]), [2048], 4, 3, False)
     for b, name in enumerate(baselines.BASELINES):
         assert cos(g[b, 0].mean(0), mlp_bandit["grad"]) > 0.99, name
+
+
+def test_fig4_renders(probed, tmp_path):
+    # Breaks if fig 4 cannot draw its aggregate (the pipeline's figure stage would fail).
+    agg = fig4.summarize(probed["bg"].expand_dims(["env", "algo", "seed", "iteration"]))
+    assert list(agg["n"].values) == [64, 512, 1024, 16384]
+    out = tmp_path / "fig4.pdf"
+    fig4.render(agg, str(out))
+    assert out.read_bytes()[:5] == b"%PDF-"

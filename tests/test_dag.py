@@ -91,7 +91,7 @@ def test_handler_helpers_and_package_inits_are_code():
 def test_iterations_every_n(repo_root, tmp_path):
     over = tmp_path / "o.yaml"
     every = {"iterations": {"every": 10}}
-    over.write_text(yaml.safe_dump({"train": {"iterations": 25}, "figures": {"fig1": every, "fig2": every, "fig6": every}}))
+    over.write_text(yaml.safe_dump({"train": {"iterations": 25}, "figures": {"fig1": every, "fig2": every, "fig4": every, "fig6": every}}))
     cfg = config.load(repo_root / "params.yaml", [over])
     assert cfg["figures"]["fig6"]["iterations"] == cfg["figures"]["fig1"]["iterations"] == [0, 10, 20]
     over.write_text(yaml.safe_dump({"figures": {"fig6": {"iterations": {"every": 0}}}}))
@@ -111,7 +111,13 @@ def test_gradient_probes_share_fig6s_checkpoints_and_their_inputs(smoke_cfg):
     for j in by_kind["probe"]:
         probes.setdefault(j.wildcards["probe"], []).append(j)
     assert {k: len(v) for k, v in probes.items()} == {"landscape": 2, "grad_estimates": 2, "true_gradient": 2,
-                                                       "grad_variance": 2, "grad_convergence": 2}
+                                                       "grad_variance": 2, "grad_convergence": 2,
+                                                       "true_value": 2, "baseline_grads": 2}
+    for j in probes["baseline_grads"]:  # fig 4: the checkpoint and the true value function of the same agent
+        w = {k: j.wildcards[k] for k in ("env", "algo", "seed", "iteration")}
+        assert dag.path("probe", run="smoke", probe="true_value", **w) in j.deps
+        assert dag.path("checkpoint", run="smoke", **w) in j.deps
+        assert j.params[-1] == "probes.baseline_grads"
     for j in probes["grad_convergence"]:
         w = {k: j.wildcards[k] for k in ("env", "algo", "seed", "iteration")}
         for other in ("grad_estimates", "true_gradient"):

@@ -34,10 +34,10 @@ VENV_BIN = Path(sys.executable).parent
 SKIP_TOP = {".venv", "data", "figures", "logs", ".snakemake", ".pytest_cache"}
 SMOKE = ("--configfile", "config/smoke.yaml")
 SMOKE_DVC = "pipelines/smoke/dvc.yaml"
-FIGS = ("fig1", "fig2", "fig6", "fig8", "curves")
-# probes: per checkpoint (fig 6's two, shared by figs 1 and 2) landscape, grad_estimates, true_gradient,
-# grad_variance, grad_convergence
-ALL_SMOKE = {"train": 6, "checkpoint": 2, "probe": 10, "aggregate": 5, "figure": 5, "all": 1}
+FIGS = ("fig1", "fig2", "fig4", "fig6", "fig8", "curves")
+# probes: per checkpoint (fig 6's two, shared by figs 1, 2 and 4) landscape, grad_estimates, true_gradient,
+# grad_variance, grad_convergence, true_value, baseline_grads
+ALL_SMOKE = {"train": 6, "checkpoint": 2, "probe": 14, "aggregate": 6, "figure": 6, "all": 1}
 
 
 def test_snakemake_and_dvc_are_installed():
@@ -250,7 +250,8 @@ def test_smoke_pipeline_end_to_end(smoke):
             f"{p}: unnamed dims {list(ds.dims)}"
     assert {"train_log", "snapshot", "checkpoint", "probe_landscape", "aggregate_fig6", "aggregate_fig8",
             "aggregate_curves", "probe_grad_estimates", "probe_true_gradient", "probe_grad_variance",
-            "probe_grad_convergence", "aggregate_fig1", "aggregate_fig2"} <= set(kinds)
+            "probe_grad_convergence", "aggregate_fig1", "aggregate_fig2", "probe_true_value",
+            "probe_baseline_grads", "aggregate_fig4"} <= set(kinds)
     gcfg = cfg["probes"]["grad_estimates"]
     for ds in kinds["probe_grad_estimates"]:  # the grid plus the agent's batch size, R independent estimates
         assert list(ds["n"].values) == sorted(set(gcfg["n_grid"]) | {cfg["train"]["steps_per_iter"]})
@@ -259,6 +260,16 @@ def test_smoke_pipeline_end_to_end(smoke):
         assert np.allclose(np.diagonal(ds["cosine"].values, axis1=-2, axis2=-1), 1.0, atol=1e-5)
     for ds in kinds["aggregate_fig1"] + kinds["aggregate_fig2"]:
         assert np.isfinite(ds["similarity_mean"].values).all()
+        assert list(ds["n"].values) == sorted(set(gcfg["n_grid"]) | {cfg["train"]["steps_per_iter"]})
+    bcfg = cfg["probes"]["baseline_grads"]
+    for ds in kinds["probe_baseline_grads"]:  # three baselines on the same samples, no batch-mean baseline
+        assert list(ds["baseline"].values) == ["agent", "true_value", "none"] and ds.attrs["norm_adv"] == 0
+        assert ds.sizes["repeat"] == bcfg["repeats"]
+        assert np.allclose(np.diagonal(ds["cosine"].values, axis1=-2, axis2=-1), 1.0, atol=1e-5)
+    for ds in kinds["probe_true_value"]:
+        assert int(ds["pairs_collected"]) >= cfg["probes"]["true_value"]["n_fit"] and ds.sizes["value_param"] > 0
+    for ds in kinds["aggregate_fig4"]:
+        assert np.isfinite(ds["similarity_mean"].values).all() and ds.sizes["baseline"] == 3
     for kind in ("train_log", "checkpoint", "probe_landscape"):  # agent coordinates, for combine_by_coords
         for ds in kinds[kind]:
             assert {"env", "algo", "seed"} <= set(ds.coords), kind
@@ -394,7 +405,7 @@ def test_dags_agree_paper_quick_and_a_user_overlay(bare, overlay):
     if overlay == "mine":  # a user's own run: shorter training, other iterations, one figure more seeds
         (bare / "config" / "mine.yaml").write_text(yaml.safe_dump(
             {"run": "mine", "train": {"iterations": 20, "save_every": 5},
-             "figures": {"fig1": {"iterations": [0, 7, 19]}, "fig2": {"iterations": [0, 19]},
+             "figures": {"fig1": {"iterations": [0, 7, 19]}, "fig2": {"iterations": [0, 19]}, "fig4": {"iterations": [0, 19]},
                          "fig6": {"iterations": [0, 7, 19]}, "fig8": {"seeds": [4, 5]}}}))
         overlays = ["config/mine.yaml"]
     elif overlay:
@@ -484,7 +495,7 @@ FIG6_PROBES = {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}
 @pytest.mark.parametrize("dotted,value,expected", [
     ("probes.landscape.y.points", 5, FIG6_PROBES),
     # the TRPO agents (fig 6's and fig 8's: seeds 0 and 1) and everything downstream; PPO agents stay
-    ("algos.trpo.max_kl", 0.05, {"train": 2, "checkpoint": 2, "probe": 10, "aggregate": 5, "figure": 5, "all": 1}),
+    ("algos.trpo.max_kl", 0.05, {"train": 2, "checkpoint": 2, "probe": 14, "aggregate": 6, "figure": 6, "all": 1}),
     ("algos.ppo.clip_eps", 0.3, {"train": 2, "aggregate": 2, "figure": 2, "all": 1}),
     ("env_overrides.Humanoid-v5.ppo_m.lr", 2e-4, {"train": 2, "aggregate": 2, "figure": 2, "all": 1}),
     ("train.gamma", 0.98, ALL_SMOKE),
@@ -496,6 +507,10 @@ FIG6_PROBES = {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}
     ("probes.true_gradient.n_star", 2048, {"probe": 4, "aggregate": 1, "figure": 1, "all": 1}),
     # a new iteration for fig 1: its checkpoint, estimates and cosines; not g*
     ("figures.fig1.iterations", [0, 2, 3], {"checkpoint": 1, "probe": 2, "aggregate": 1, "figure": 1, "all": 1}),
+    # the true value function and the baselines' gradients that read it; no other probe
+    ("probes.true_value.n_fit", 2048, {"probe": 4, "aggregate": 1, "figure": 1, "all": 1}),
+    # the baselines' gradients only: the true value function stays
+    ("probes.baseline_grads.repeats", 4, {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}),
 ])
 def test_snakemake_reruns_only_what_a_param_reaches(smoke, dotted, value, expected):
     with params_changed(smoke, dotted, value):
@@ -506,8 +521,10 @@ def test_snakemake_reruns_only_what_a_param_reaches(smoke, dotted, value, expect
 @pytest.mark.parametrize("source,expected", [
     ("probes/landscape.py", FIG6_PROBES),
     ("figures/fig8.py", {"aggregate": 1, "figure": 1, "all": 1}),
-    ("probes/gradients.py", {"probe": 8, "aggregate": 2, "figure": 2, "all": 1}),
-    ("figures/vs_n.py", {"aggregate": 2, "figure": 2, "all": 1}),  # figs 1 and 2 share it
+    # the gradient probes, and fig 4's (baselines.py imports its helpers)
+    ("probes/gradients.py", {"probe": 12, "aggregate": 3, "figure": 3, "all": 1}),
+    ("probes/baselines.py", {"probe": 4, "aggregate": 1, "figure": 1, "all": 1}),
+    ("figures/vs_n.py", {"aggregate": 3, "figure": 3, "all": 1}),  # figs 1, 2 and 4 share it
     ("cli.py", ALL_SMOKE),  # the entry point of every job
     ("pipeline/declarations.py", {}),  # reaches jobs only through their inputs, params and modules
 ])

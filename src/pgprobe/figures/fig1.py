@@ -52,8 +52,8 @@ def pair_bootstrap(c: np.ndarray, n_boot: int = N_BOOT, level: float = 0.95, see
     return float(lo), float(hi)
 
 
-def summarize(combined: xr.Dataset) -> xr.Dataset:
-    cos = combined["cosine"].transpose(*vs_n.AGENT_DIMS, "n", "repeat", "repeat_b")
+def pairwise_summary(cos: xr.DataArray) -> dict:
+    """(..., repeat, repeat_b) pairwise cosines -> similarity_mean, similarity_ci (..., bound), repeats."""
     c = cos.values
     shape = c.shape[:-2]
     mean, band = np.full(shape, np.nan), np.full(shape + (2,), np.nan)
@@ -61,13 +61,18 @@ def summarize(combined: xr.Dataset) -> xr.Dataset:
         mean[ix] = pair_mean(c[ix])
         band[ix] = pair_bootstrap(c[ix])
     dims = cos.dims[:-2]
+    coords = {d: cos[d] for d in dims if d in cos.coords}
+    return {"similarity_mean": xr.DataArray(mean, coords, dims).assign_attrs(long_name=
+                                            "mean pairwise cosine similarity of the R estimates"),
+            "similarity_ci": (dims + ("bound",), band,
+                              {"long_name": f"95% percentile bootstrap band over the estimates ({N_BOOT} "
+                                            "resamples; no estimate paired with its own resample)"}),
+            "repeats": (dims, np.isfinite(np.diagonal(c, axis1=-2, axis2=-1)).sum(-1), {"long_name": "estimates R"})}
+
+
+def summarize(combined: xr.Dataset) -> xr.Dataset:
     out = xr.Dataset(
-        {"similarity_mean": (dims, mean, {"long_name": "mean pairwise cosine similarity of the R estimates"}),
-         "similarity_ci": (dims + ("bound",), band,
-                           {"long_name": f"95% percentile bootstrap band over the estimates ({N_BOOT} resamples; "
-                                         "no estimate paired with its own resample)"}),
-         "repeats": (dims, np.isfinite(np.diagonal(c, axis1=-2, axis2=-1)).sum(-1),
-                     {"long_name": "estimates R"}),
+        {**pairwise_summary(combined["cosine"].transpose(*vs_n.AGENT_DIMS, "n", "repeat", "repeat_b")),
          "agent_batch_size": vs_n.per_agent(combined, "agent_batch_size"),
          "params_count": vs_n.per_agent(combined, "params_count")},
         coords={"bound": ["lo", "hi"]})

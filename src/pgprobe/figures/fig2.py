@@ -32,7 +32,7 @@ def summarize(combined: xr.Dataset) -> xr.Dataset:
          "n_star": vs_n.per_agent(combined, "n_star"),
          "agent_batch_size": vs_n.per_agent(combined, "agent_batch_size"),
          "params_count": vs_n.per_agent(combined, "params_count")},
-        coords={"bound": ["lo", "hi"]})
+        coords={"bound": ["lo", "hi"], "n": combined["n"]})
     out.attrs = summary_attrs("fig2", combined)
     if "norm_adv" in combined.attrs:
         out.attrs["norm_adv"] = combined.attrs["norm_adv"]

@@ -16,9 +16,15 @@ def per_agent(combined: xr.Dataset, var: str) -> xr.DataArray:
     return combined[var].transpose(*AGENT_DIMS).astype(np.float64)
 
 
-def draw(agg: xr.Dataset, var: str, ylabel: str, title: str, note: str, reference=None):
+LINE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")
+
+
+def draw(agg: xr.Dataset, var: str, ylabel: str, title: str, note: str, reference=None, lines: str | None = None,
+         line_labels: dict | None = None):
     """`var`_mean (env, algo, seed, iteration, n) with `var`_ci (..., bound); `reference(sel) -> (y, label)`
-    draws a horizontal line per env (e.g. random directions)."""
+    draws a horizontal line per env (e.g. random directions).  `lines`: a further dimension of `var`_mean
+    drawn as lines of their own colours (e.g. fig 4's baselines; labels from `line_labels`), the agents then
+    told apart by line style only."""
     from matplotlib.figure import Figure
 
     envs, algos, seeds = list(agg["env"].values), list(agg["algo"].values), list(agg["seed"].values)
@@ -29,20 +35,31 @@ def draw(agg: xr.Dataset, var: str, ylabel: str, title: str, note: str, referenc
     for i, env in enumerate(envs):
         for j, it in enumerate(iters):
             ax = axes[i, j]
-            for algo in algos:
+            for a_i, algo in enumerate(algos):
                 color = algo_color(algo, algos)
                 for k, seed in enumerate(seeds):
                     a = agg.sel(env=env, algo=algo, seed=seed, iteration=it)
-                    mean, band = a[f"{var}_mean"].values, a[f"{var}_ci"].values
-                    ok = np.isfinite(mean)
-                    if not ok.any():
+                    agent = f"{algo_label(algo)} seed {int(seed)}"
+                    drawn = False
+                    for l_i, line in enumerate(agg[lines].values if lines else [None]):
+                        sel = a.sel({lines: line}) if lines else a
+                        mean, band = sel[f"{var}_mean"].values, sel[f"{var}_ci"].values
+                        ok = np.isfinite(mean)
+                        if not ok.any():
+                            continue
+                        drawn = True
+                        c = LINE_COLORS[l_i % len(LINE_COLORS)] if lines else color
+                        style = SEED_STYLES[(a_i * len(seeds) + k if lines else k) % len(SEED_STYLES)]
+                        label = agent if not lines else (
+                            (line_labels or {}).get(str(line), str(line))
+                            + (f" ({agent})" if len(algos) * len(seeds) > 1 else ""))
+                        ax.fill_between(n[ok], band[ok, 0], band[ok, 1], color=c, alpha=0.18, lw=0)
+                        ax.plot(n[ok], mean[ok], style, color=c, marker="o", ms=3, lw=1.4, label=label)
+                    if not drawn:
                         continue
-                    ax.fill_between(n[ok], band[ok, 0], band[ok, 1], color=color, alpha=0.18, lw=0)
-                    ax.plot(n[ok], mean[ok], SEED_STYLES[k % len(SEED_STYLES)], color=color, marker="o", ms=3,
-                            lw=1.4, label=f"{algo_label(algo)} seed {int(seed)}")
                     b = float(a["agent_batch_size"])
                     if np.isfinite(b):
-                        ax.axvline(b, color=color, lw=0.9, ls=(0, (2, 2)), alpha=0.8,
+                        ax.axvline(b, color=color if not lines else "0.3", lw=0.9, ls=(0, (2, 2)), alpha=0.8,
                                    label=f"{algo_label(algo)} batch size")
             if reference is not None:
                 y, label = reference(agg.sel(env=env, iteration=it))

@@ -42,11 +42,17 @@ PROBES = {
                            entry="grad_variance"),
     "grad_convergence": Probe("pgprobe.probes.gradients", None,
                               reads=("probe:grad_estimates", "probe:true_gradient"), entry="grad_convergence"),
+    # fig 4: the "true" value function (paper: fit on 5*10^6 pairs, Walker2d/Hopper obs: ~0.5 GB in memory),
+    # made once per checkpoint; the three baselines' pairwise cosines (the gradients are not kept)
+    "true_value": Probe("pgprobe.probes.baselines", "probes.true_value", mem_mb=4000, entry="true_value"),
+    "baseline_grads": Probe("pgprobe.probes.baselines", "probes.baseline_grads",
+                            reads=("checkpoint", "probe:true_value"), entry="baseline_grads"),
 }
 
 FIGURES = {
     "fig1": Figure("pgprobe.figures.fig1", reads="probe:grad_variance"),
     "fig2": Figure("pgprobe.figures.fig2", reads="probe:grad_convergence"),
+    "fig4": Figure("pgprobe.figures.fig4", reads="probe:baseline_grads"),
     "fig6": Figure("pgprobe.figures.fig6", reads="probe:landscape"),
     "fig8": Figure("pgprobe.figures.fig8", reads="train_log"),
     "curves": Figure("pgprobe.figures.curves", reads="train_log"),

@@ -23,13 +23,14 @@ from ..envs import VecEnv
 from ..errors import ArtifactError
 from ..evaluate import parallel_episodes
 from ..rollout import Batch
-from ..nets import PolicyWeights, flat_params, gaussian_kl, set_flat_params
+from ..nets import PolicyWeights, ValueNet, flat_params, gaussian_kl, set_flat_params
 from ..pipeline import artifacts
 
 
 # Last words of the generator keys a probe derives from its seed: each use its own stream (a key must not
 # end in 0: SeedSequence treats [a, b] and [a, b, 0] alike).
-STREAMS = {"collect": 11, "step": 12, "direction": 13, "evaluation": 14, "estimates": 15, "true_gradient": 16}
+STREAMS = {"collect": 11, "step": 12, "direction": 13, "evaluation": 14, "estimates": 15, "true_gradient": 16,
+           "true_value": 17, "value_fit": 18, "baselines": 19}
 
 
 class ProbeAgent:
@@ -83,6 +84,24 @@ class ProbeAgent:
     def steps_per_env(self, n_pairs: int) -> int:
         """Steps each of the agent's envs takes to collect at least n_pairs."""
         return -(-int(n_pairs) // self.num_envs)
+
+    def new_value_net(self, seed: int) -> torch.nn.Module:
+        """A fresh value network: the agent's architecture and initialisation (train.hidden, algo init),
+        its weights drawn from `seed` (torch's global generator is left as it was)."""
+        tr = self._trainer
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed))
+            return ValueNet(tr.venv.obs_dim, tr.t["hidden"], tr.a["init"])
+
+    @property
+    def value(self) -> torch.nn.Module:
+        """A copy of V_t, the agent's value network."""
+        return copy.deepcopy(self._trainer.value)
+
+    @property
+    def bootstrap_truncation(self) -> bool:
+        """Does the agent bootstrap value targets at a time-limit truncation (else: terminal)?"""
+        return bool(self._trainer.t["bootstrap_truncation"])
 
     @property
     def params_count(self) -> int:

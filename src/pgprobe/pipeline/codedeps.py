@@ -103,11 +103,21 @@ def closure(roots: set[str]) -> list[str]:
 
 def stage_files(command: str, modules: tuple[str, ...] = ()) -> list[str]:
     """Source files (relative to the package) of a job of `pgprobe <command>` running `modules`."""
+    return list(_stage_files(command, tuple(modules)))
+
+
+@functools.lru_cache(maxsize=None)  # a DAG asks once per job; the sources do not change within a process
+def _stage_files(command: str, modules: tuple[str, ...]) -> tuple[str, ...]:
     roots = entry_imports(command) | {module_file(m) for m in modules}
-    return sorted(set(closure(roots)) | {"cli.py"})
+    return tuple(sorted(set(closure(roots)) | {"cli.py"}))
 
 
 def files_hash(files: list[str]) -> str:
+    return _files_hash(tuple(files))
+
+
+@functools.lru_cache(maxsize=None)
+def _files_hash(files: tuple[str, ...]) -> str:
     h = hashlib.sha256()
     for f in files:
         h.update(f.encode())

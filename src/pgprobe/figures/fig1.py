@@ -6,7 +6,6 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import summary_attrs
 from . import vs_n
 
 VARIABLES = ("cosine", "agent_batch_size", "params_count")
@@ -71,15 +70,8 @@ def pairwise_summary(cos: xr.DataArray) -> dict:
 
 
 def summarize(combined: xr.Dataset) -> xr.Dataset:
-    out = xr.Dataset(
-        {**pairwise_summary(combined["cosine"].transpose(*vs_n.AGENT_DIMS, "n", "repeat", "repeat_b")),
-         "agent_batch_size": vs_n.per_agent(combined, "agent_batch_size"),
-         "params_count": vs_n.per_agent(combined, "params_count")},
-        coords={"bound": ["lo", "hi"]})
-    out.attrs = summary_attrs("fig1", combined)
-    if "norm_adv" in combined.attrs:
-        out.attrs["norm_adv"] = combined.attrs["norm_adv"]
-    return out
+    cos = combined["cosine"].transpose(*vs_n.AGENT_DIMS, "n", "repeat", "repeat_b")
+    return vs_n.summary("fig1", combined, pairwise_summary(cos))
 
 
 def _random_directions(sel: xr.Dataset):

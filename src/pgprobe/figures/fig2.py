@@ -7,7 +7,6 @@ import numpy as np
 import xarray as xr
 
 from .. import stats
-from . import summary_attrs
 from . import vs_n
 
 VARIABLES = ("cosine", "n_star", "agent_batch_size", "params_count")
@@ -24,19 +23,11 @@ def summarize(combined: xr.Dataset) -> xr.Dataset:
     cos = combined["cosine"].transpose(*vs_n.AGENT_DIMS, "n", "repeat")
     lo, hi = stats.bootstrap_mean_ci(cos.values, axis=-1)
     dims = cos.dims[:-1]
-    out = xr.Dataset(
-        {"similarity_mean": (dims, stats.nanmean(cos.values, axis=-1),
-                             {"long_name": "mean over the estimates of cos(estimate, g*)"}),
-         "similarity_ci": (dims + ("bound",), np.stack([lo, hi], axis=-1),
-                           {"long_name": "95% percentile bootstrap band over the estimates (1000 resamples)"}),
-         "n_star": vs_n.per_agent(combined, "n_star"),
-         "agent_batch_size": vs_n.per_agent(combined, "agent_batch_size"),
-         "params_count": vs_n.per_agent(combined, "params_count")},
-        coords={"bound": ["lo", "hi"], "n": combined["n"]})
-    out.attrs = summary_attrs("fig2", combined)
-    if "norm_adv" in combined.attrs:
-        out.attrs["norm_adv"] = combined.attrs["norm_adv"]
-    return out
+    own = {"similarity_mean": (dims, stats.nanmean(cos.values, axis=-1),
+                               {"long_name": "mean over the estimates of cos(estimate, g*)"}),
+           "similarity_ci": (dims + ("bound",), np.stack([lo, hi], axis=-1),
+                             {"long_name": "95% percentile bootstrap band over the estimates (1000 resamples)"})}
+    return vs_n.summary("fig2", combined, own, ("n_star", "agent_batch_size", "params_count"), n=combined["n"])
 
 
 def draw(agg: xr.Dataset):

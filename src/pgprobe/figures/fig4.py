@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import xarray as xr
 
-from . import summary_attrs
 from . import vs_n
 from .fig1 import pairwise_summary
 
@@ -31,19 +30,10 @@ CAPTION = (
 
 def summarize(combined: xr.Dataset) -> xr.Dataset:
     cos = combined["cosine"].transpose(*vs_n.AGENT_DIMS, "baseline", "n", "repeat", "repeat_b")
-    out = xr.Dataset(
-        {**pairwise_summary(cos),
-         "agent_batch_size": vs_n.per_agent(combined, "agent_batch_size"),
-         "params_count": vs_n.per_agent(combined, "params_count"),
-         "true_value_explained_variance": vs_n.per_agent(combined, "true_value_explained_variance"),
-         "agent_value_explained_variance": vs_n.per_agent(combined, "agent_value_explained_variance"),
-         "mean_gradient_cosine": combined["mean_gradient_cosine"].transpose(*vs_n.AGENT_DIMS, "baseline",
-                                                                           "baseline_b")},
-        coords={"bound": ["lo", "hi"]})
-    out.attrs = summary_attrs("fig4", combined)
-    if "norm_adv" in combined.attrs:
-        out.attrs["norm_adv"] = combined.attrs["norm_adv"]
-    return out
+    mean_cos = combined["mean_gradient_cosine"].transpose(*vs_n.AGENT_DIMS, "baseline", "baseline_b")
+    return vs_n.summary("fig4", combined, {**pairwise_summary(cos), "mean_gradient_cosine": mean_cos},
+                        ("agent_batch_size", "params_count", "true_value_explained_variance",
+                         "agent_value_explained_variance"))
 
 
 def draw(agg: xr.Dataset):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import algo_color, algo_label, footer
+from . import algo_color, algo_label, footer, summary_attrs
 
 SEED_STYLES = ("-", "--", ":", "-.")
 AGENT_DIMS = ("env", "algo", "seed", "iteration")
@@ -14,6 +14,18 @@ AGENT_DIMS = ("env", "algo", "seed", "iteration")
 def per_agent(combined: xr.Dataset, var: str) -> xr.DataArray:
     """A per-agent-and-iteration scalar (batch size, parameter count); NaN where an agent was not run."""
     return combined[var].transpose(*AGENT_DIMS).astype(np.float64)
+
+
+def summary(fig: str, combined: xr.Dataset, data_vars: dict, scalars=("agent_batch_size", "params_count"),
+            **coords) -> xr.Dataset:
+    """A gradient figure's aggregate: its own variables, the per-agent scalars it draws with, the `bound`
+    coordinate of its bands, and the estimator's advantage normalisation from its inputs."""
+    out = xr.Dataset({**data_vars, **{v: per_agent(combined, v) for v in scalars}},
+                     coords={"bound": ["lo", "hi"], **coords})
+    out.attrs = summary_attrs(fig, combined)
+    if "norm_adv" in combined.attrs:
+        out.attrs["norm_adv"] = combined.attrs["norm_adv"]
+    return out
 
 
 LINE_COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown")

@@ -31,7 +31,7 @@ from pgprobe.pipeline import dag
 
 REPO = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-SKIP_TOP = {".venv", "data", "figures", "logs", ".snakemake", ".pytest_cache"}
+SKIP_TOP = {".venv", "data", "figures", "logs", ".snakemake", ".pytest_cache", ".pgprobe"}
 SMOKE = ("--configfile", "config/smoke.yaml")
 SMOKE_DVC = "pipelines/smoke/dvc.yaml"
 FIGS = ("fig1", "fig2", "fig4", "fig6", "fig8", "curves")
@@ -355,7 +355,8 @@ def _check_dags_agree(root: Path, dvc_yaml: str, overlays=()) -> list[dict]:
     for key, name in theirs.items():
         s, j = dvc[name], snake[key]
         assert stage_kind(name) == j["rule"], name
-        assert sorted(d for d in s["deps"] if not d.startswith("src/")) == sorted(j["input"]), name
+        data = [d for d in j["input"] if not d.startswith(dag.STAMPS)]  # Snakemake's params stamps: not DVC's
+        assert sorted(d for d in s["deps"] if not d.startswith("src/")) == sorted(data), name
         w = SimpleNamespace(**j["wildcards"])
         assert sorted(d for d in s["deps"] if d.startswith("src/")) == sorted(dag.code_files(j["rule"], w)), name
         keys = dag.stage_keys(cfg, j["rule"], w)
@@ -383,12 +384,16 @@ def test_dags_agree_smoke(smoke):
                                        capture_output=True, cwd=smoke, env=_env(smoke), check=True).stdout)
     for out, (kind, _) in wanted.items():
         record = json.loads((smoke / ".snakemake" / "metadata" / base64.b64encode(out.encode()).decode()).read_text())
-        (slice_,) = [p for p in map(ast.literal_eval, record["params"]) if isinstance(p, str) and " code=" in p]
-        values, code_hash = slice_.rsplit(" code=", 1)
+        (slice_,) = [p for p in map(ast.literal_eval, record["params"]) if isinstance(p, str) and '"code"' in p]
+        job = json.loads(slice_)
         name = next(n for n, s in dvc.items() if s["outs"][0] == out)
         keys = [k for entry in dvc[name].get("params", []) for k in entry.get("params.yaml", [])]
-        assert sorted(json.loads(values)) == sorted(keys), name
-        assert code_hash == hashes[out], name
+        assert sorted(job["params"]) == sorted(keys), name
+        assert job["code"] == hashes[out], name
+        if out.endswith(".nc"):  # the artifact carries the same record
+            from pgprobe.pipeline import records
+
+            assert records.recorded(smoke / out) == job, out
 
 
 def _wildcards(stage: dict) -> dict:
@@ -546,13 +551,42 @@ def _scramble_mtimes(files: list[Path]) -> None:
         os.utime(p, (t, t))
 
 
-@pytest.mark.parametrize("metadata", ["kept", "fresh-clone"])
-def test_checkout_mtimes_do_not_rerun(dvc_committed, metadata):
-    """SPEC: DVC does not preserve mtimes on checkout/pull; after one, Snakemake must see nothing to do.
+def _pipeline_order_mtimes(root: Path, files: list[Path]) -> None:
+    """Downstream artifacts newer than upstream ones, the order a run leaves them in."""
+    order = sorted(files, key=lambda p: ("/agents/" not in str(p), "/checkpoints/" not in str(p),
+                                         "/probes/" not in str(p), p.suffix == ".pdf", str(p)))
+    base = int(time.time()) - 50_000
+    for i, p in enumerate(order):
+        os.utime(p, (base + 10 * i, base + 10 * i))
 
-    "kept": an in-place checkout (Snakemake's .snakemake/metadata still there).  "fresh-clone": no
-    Snakemake metadata, as after `git clone` + `dvc pull` on another machine.
-    """
+
+MTIME_ORDERS = {"scrambled": lambda root, files: _scramble_mtimes(files), "pipeline": _pipeline_order_mtimes}
+
+
+@contextlib.contextmanager
+def snakemake_metadata(root: Path, state: str):
+    """"kept": as Snakemake left it; "fresh-clone": none (as after `git clone` + `dvc pull`)."""
+    meta, aside = root / ".snakemake" / "metadata", root / ".snakemake" / "metadata.aside"
+    if state == "fresh-clone":
+        meta.rename(aside)
+    try:
+        yield
+    finally:
+        if aside.exists():
+            shutil.rmtree(meta, ignore_errors=True)
+            aside.rename(meta)
+
+
+def reasons(out: str) -> str:
+    return "\n".join(sorted({line.strip() for line in out.splitlines() if line.strip().startswith("reason:")}))
+
+
+@pytest.mark.parametrize("order", MTIME_ORDERS)
+@pytest.mark.parametrize("metadata", ["kept", "fresh-clone"])
+def test_checkout_mtimes_do_not_rerun(dvc_committed, metadata, order):
+    """SPEC: DVC does not preserve mtimes on checkout/pull; after one, Snakemake must see nothing to do,
+    with or without its .snakemake/ metadata, whatever order the mtimes are in: what stands is decided
+    from the artifacts' own job records (dag.reconcile, run by the Snakefile), with no extra command."""
     root = dvc_committed
     fig6 = root / dag.path("figure", run="smoke", figure="fig6")
     for p in [*(root / "data" / "smoke" / "probes").rglob("*.nc"), root / dag.path("aggregate", run="smoke", figure="fig6"),
@@ -560,23 +594,101 @@ def test_checkout_mtimes_do_not_rerun(dvc_committed, metadata):
         p.unlink()
     sh(root, "dvc", "checkout", SMOKE_DVC)
     assert fig6.is_file() and dvc_status(root) == {}
-    _scramble_mtimes(data_files(root) + list((root / "figures").rglob("*.pdf")))
-    meta, aside = root / ".snakemake" / "metadata", root / ".snakemake" / "metadata.aside"
-    if metadata == "fresh-clone":
-        meta.rename(aside)
-    try:
-        # Snakemake's default triggers (mtime among them) would rerun the pipeline ...
-        assert dry_run(root, "--rerun-triggers", "mtime", "params", "input", "software-env", "code") != {}
-        # ... the project's way: `pgprobe sync-mtimes`, then the default profile (no mtime trigger)
-        sh(root, "pgprobe", "sync-mtimes", "--overlay", "config/smoke.yaml")
+    MTIME_ORDERS[order](root, data_files(root) + list((root / "figures").rglob("*.pdf")))
+    with snakemake_metadata(root, metadata):
         out = sh(root, "snakemake", "-n", *SMOKE).stdout
-        reasons = sorted({line.strip() for line in out.splitlines() if line.strip().startswith("reason:")})
-        assert job_counts(out) == {}, "after a checkout Snakemake wants to rerun:\n" + "\n".join(reasons)
-    finally:
-        if aside.exists():
-            shutil.rmtree(meta, ignore_errors=True)
-            aside.rename(meta)
+        assert job_counts(out) == {}, "after a checkout Snakemake wants to rerun:\n" + reasons(out)
+        # ... and a changed param is still seen, from the records alone
+        with params_changed(root, "probes.landscape.y.points", 5):
+            out = sh(root, "snakemake", "-n", *SMOKE).stdout
+            assert job_counts(out) == FIG6_PROBES, reasons(out)
     assert dvc_status(root) == {}
+
+
+def test_an_input_made_with_other_params_fails_naming_the_file_and_keys(smoke, tmp_path):
+    """A stage never silently reads an artifact made with params (or code) other than the run gives it."""
+    ckpt = dag.path("checkpoint", run="smoke", env="Humanoid-v5", algo="trpo", seed=0, iteration=3)
+    cmd = ["pgprobe", "probe", "grad_estimates", "--params", "params.yaml", "--overlay", "config/smoke.yaml",
+           "--input", f"checkpoint={ckpt}", "--out", tmp_path / "out.nc", "--quiet"]
+    with params_changed(smoke, "algos.trpo.max_kl", 0.05):
+        with params_changed(smoke, "train.gamma", 0.98):
+            proc = sh(smoke, *cmd, check=False)
+    assert proc.returncode != 0 and not (tmp_path / "out.nc").exists()
+    (line,) = [x for x in proc.stdout.splitlines() if x.startswith("pgprobe: error:")]
+    assert ckpt in line and "algos.trpo.max_kl: 0.13 -> 0.05" in line and "train.gamma: 0.99 -> 0.98" in line, line
+    sh(smoke, *cmd)  # with the params it was made with, the same job runs
+
+
+# -- 7b. sharing through a DVC remote: a colleague's fresh clone ------------------------------
+TRPO_DOWN = {"train": 2, "checkpoint": 2, "probe": 14, "aggregate": 6, "figure": 6, "all": 1}
+
+
+@pytest.fixture(scope="module")
+def pulled(dvc_committed, tmp_path_factory) -> Path:
+    """Clone A (the smoke run, recorded with `dvc commit`) pushes to a local-directory remote, run-cache
+    too; a fresh `git clone` B (no data, no .snakemake/) pulls."""
+    a = dvc_committed
+    remote = tmp_path_factory.mktemp("remote") / "store"
+    sh(a, "dvc", "remote", "add", "-d", "-f", "shared", remote)
+    git_commit(a, "a shared DVC remote")
+    sh(a, "dvc", "push", "--run-cache", SMOKE_DVC)
+    b = tmp_path_factory.mktemp("colleague") / "repo"
+    sh(a, "git", "clone", "-q", a, b)
+    assert not (b / "data").exists() and not (b / ".snakemake").exists()
+    sh(b, "dvc", "pull", "--run-cache", SMOKE_DVC)
+    return b
+
+
+def dvc_would_run(root: Path) -> dict[str, int]:
+    out = sh(root, "dvc", "repro", "--dry", SMOKE_DVC).stdout
+    ran = re.findall(r"Running stage '(?:[^']*:)?([^']+)'", out)
+    return {k: sum(stage_kind(n) == k for n in ran) for k in sorted({stage_kind(n) for n in ran})}
+
+
+def pulled_files(root: Path) -> list[Path]:
+    return data_files(root) + list((root / "figures").rglob("*.pdf"))
+
+
+def test_a_pulled_clone_recomputes_nothing(pulled):
+    assert dvc_status(pulled) == {} and dvc_would_run(pulled) == {}
+    for order in MTIME_ORDERS:
+        MTIME_ORDERS[order](pulled, pulled_files(pulled))
+        out = sh(pulled, "snakemake", "-n", *SMOKE).stdout
+        assert job_counts(out) == {}, f"mtimes {order}:\n" + reasons(out)
+
+
+@pytest.mark.parametrize("order", MTIME_ORDERS)
+@pytest.mark.parametrize("dotted,value,expected", [
+    ("probes.landscape.y.points", 5, FIG6_PROBES),  # that probe and downstream
+    ("algos.trpo.max_kl", 0.05, TRPO_DOWN),  # those agents and downstream
+])
+def test_a_pulled_clone_reruns_only_what_a_change_reaches(pulled, order, dotted, value, expected):
+    """Snakemake decides from the params recorded in the pulled artifacts, whatever mtimes the pull left."""
+    MTIME_ORDERS[order](pulled, pulled_files(pulled))
+    with params_changed(pulled, dotted, value):
+        out = sh(pulled, "snakemake", "-n", *SMOKE).stdout
+        assert job_counts(out) == expected, reasons(out)
+        if dotted.startswith("algos."):  # DVC names the stages whose own params changed
+            assert {stage_kind(n) for n in dvc_status(pulled)} == {"train", "checkpoint", "probe"}
+
+
+def test_a_pulled_clone_really_reruns_one_probe_in_both_runners(pulled):
+    fig6_jobs = {k: v for k, v in FIG6_PROBES.items() if k != "all"}
+    try:
+        with params_changed(pulled, "probes.landscape.y.points", 5):
+            out = sh(pulled, "dvc", "repro", SMOKE_DVC, timeout=900).stdout
+            ran = re.findall(r"Running stage '(?:[^']*:)?([^']+)'", out)
+            assert {k: sum(stage_kind(n) == k for n in ran) for k in fig6_jobs} == fig6_jobs, out[-3000:]
+            sh(pulled, "git", "checkout", "HEAD", "--", "pipelines/smoke/dvc.lock")  # back to the pulled artifacts
+            sh(pulled, "dvc", "checkout", SMOKE_DVC, "--force")
+            _scramble_mtimes(pulled_files(pulled))
+            out = sh(pulled, "snakemake", "--cores", "2", *SMOKE, timeout=900).stdout
+            assert job_counts(out) == FIG6_PROBES, out[-3000:]
+            assert dry_run(pulled) == {}
+    finally:
+        sh(pulled, "git", "checkout", "HEAD", "--", "pipelines/smoke/dvc.lock")
+        sh(pulled, "dvc", "checkout", SMOKE_DVC, "--force")
+    assert dvc_status(pulled) == {} and dry_run(pulled) == {}
 
 
 def test_snakemake_directory_marker_does_not_change_dvc_hashes(dvc_committed):

@@ -38,7 +38,7 @@ BATCH_VARS = {
 }
 
 
-def make(agent: dict, seed: int, iteration: int, train_dir: Path, out: Path) -> Path:
+def make(agent: dict, seed: int, iteration: int, train_dir: Path, out: Path, attrs: dict | None = None) -> Path:
     snap = train.latest_snapshot(train_dir, iteration)
     if snap is None:
         raise ArtifactError(f"no training snapshot at or before iteration {iteration} in {Path(train_dir) / 'snapshots'} "
@@ -56,6 +56,7 @@ def make(agent: dict, seed: int, iteration: int, train_dir: Path, out: Path) -> 
     ds = _dataset(trainer, before, stats, step)
     ds = artifacts.with_agent_coords(ds, agent["env"], agent["algo"], seed, iteration)
     ds.attrs.update(artifacts.provenance("checkpoint", {**agent, "seed": seed}, "checkpoint"))
+    ds.attrs.update(attrs or {})
     trainer.venv.close()
     return artifacts.write_nc(ds, out)
 

@@ -15,24 +15,30 @@ from .errors import PgprobeError
 def cmd_train(args) -> None:
     from . import train
 
-    agent = _agent(args)
+    agent, cfg = _agent(args)
     _threads(args.threads)
-    train.run(agent, args.seed, Path(args.out), stop_at=args.stop_at, progress=not args.quiet)
+    train.run(agent, args.seed, Path(args.out), stop_at=args.stop_at, progress=not args.quiet,
+              attrs=_record(cfg, "train", env=args.env, algo=args.algo, seed=args.seed))
 
 
 def cmd_checkpoint(args) -> None:
     from . import checkpoint
 
-    agent = _agent(args)
+    from .pipeline import records
+
+    agent, cfg = _agent(args)
+    records.check_inputs([Path(args.train_dir) / "train.nc"], cfg)
     _threads(args.threads)
-    checkpoint.make(agent, args.seed, args.iteration, Path(args.train_dir), Path(args.out))
+    checkpoint.make(agent, args.seed, args.iteration, Path(args.train_dir), Path(args.out),
+                    attrs=_record(cfg, "checkpoint", env=args.env, algo=args.algo, seed=args.seed,
+                                  iteration=args.iteration))
 
 
 def cmd_probe(args) -> None:
     import importlib
 
     from .errors import ConfigError
-    from .pipeline import artifacts, config
+    from .pipeline import artifacts, config, records
     from .pipeline.declarations import PROBES
     from .probes.api import ProbeInputs
 
@@ -42,21 +48,26 @@ def cmd_probe(args) -> None:
     cfg = config.load(args.params, args.overlay)
     _threads(1)
     inputs = ProbeInputs.parse(args.input)
+    records.check_inputs(inputs.paths.values(), cfg)
     probe_cfg = config.lookup(cfg, decl.params) if decl.params else {}
     entry = getattr(importlib.import_module(decl.module), decl.entry)
     ds = entry(inputs, probe_cfg, threads=_cores(args.threads), progress=not args.quiet)
     ds = artifacts.with_agent_coords(ds, *inputs.agent_coords())
     ds.attrs.update(artifacts.provenance(f"probe_{args.probe}", {"probe": probe_cfg, "upstream": inputs.params()},
                                          "probe", (decl.module,)))
+    env, algo, seed, iteration = inputs.agent_coords()
+    ds.attrs.update(_record(cfg, "probe", probe=args.probe, env=env, algo=algo, seed=seed, iteration=iteration))
     artifacts.write_nc(ds, Path(args.out))
 
 
 def cmd_aggregate(args) -> None:
     import importlib
 
-    from .pipeline import aggregate, artifacts
+    from .pipeline import aggregate, artifacts, config, records
     from .pipeline.declarations import FIGURES
 
+    cfg = config.load(args.params, args.overlay, check_envs=False)  # no gymnasium in an aggregate job
+    records.check_inputs(args.inputs, cfg)
     decl = FIGURES[args.figure]
     module = importlib.import_module(decl.module)
     combined = aggregate.combine([Path(p) for p in args.inputs], aggregate.input_kind(decl),
@@ -65,6 +76,7 @@ def cmd_aggregate(args) -> None:
     ds.attrs.update(artifacts.provenance(f"aggregate_{args.figure}", {"inputs": args.inputs}, "aggregate",
                                          (decl.module,)))
     ds.attrs["run"] = aggregate.run_of(args.inputs)
+    ds.attrs.update(_record(cfg, "aggregate", figure=args.figure))
     artifacts.write_nc(ds, Path(args.out))
 
 
@@ -105,8 +117,9 @@ def cmd_sync_mtimes(args) -> None:
     from .pipeline import config, dag
 
     cfg = config.load(args.params, args.overlay)
-    n = dag.sync_mtimes(cfg)
-    print(f"pgprobe: set modification times of {n} artifact files in pipeline order")
+    got = dag.reconcile(cfg)
+    print(f"pgprobe: {got['stand']} jobs stand for their params and code, {got['rerun']} will rerun; "
+          f"modification times of {got['touched']} files set in pipeline order")
 
 
 def cmd_info(args) -> None:
@@ -115,13 +128,20 @@ def cmd_info(args) -> None:
     print(describe(read_nc(args.file), args.file))
 
 
-def _agent(args) -> dict:
+def _agent(args) -> tuple[dict, dict]:
     from .envs import make_unwrapped
     from .pipeline import config
 
     cfg = config.load(args.params, args.overlay)
     make_unwrapped(args.env)  # fail fast, with one clear message, on a bad env id
-    return config.agent_config(cfg, args.env, args.algo)
+    return config.agent_config(cfg, args.env, args.algo), cfg
+
+
+def _record(cfg: dict, kind: str, **wildcards) -> dict:
+    """The attr an artifact carries: the record of the job that made it (pipeline/records.py)."""
+    from .pipeline import records
+
+    return {records.RECORD_ATTR: records.serialise(records.job_record(cfg, kind, wildcards))}
 
 
 def _threads(n: int) -> None:
@@ -181,6 +201,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("aggregate", help="combine a figure's inputs by coordinates and summarise them")
     p.add_argument("figure")
+    _params_args(p)
     p.add_argument("--out", required=True)
     p.add_argument("inputs", nargs="+")
     p.set_defaults(func=cmd_aggregate)

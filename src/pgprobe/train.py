@@ -219,8 +219,10 @@ def latest_snapshot(out: Path, upto: int) -> Path | None:
     return found[-1] if found else None
 
 
-def run(agent: dict, seed: int, out: Path, stop_at: int | None = None, progress: bool = True) -> Path | None:
-    """Train (resuming from the latest snapshot in `out`), then write `out/train.nc` atomically.
+def run(agent: dict, seed: int, out: Path, stop_at: int | None = None, progress: bool = True,
+        attrs: dict | None = None) -> Path | None:
+    """Train (resuming from the latest snapshot in `out`), then write `out/train.nc` atomically
+    (with `attrs` added: the job record the CLI gives it).
 
     `stop_at` ends early after that many iterations without writing train.nc (as a kill would).
     Wall-clock timings go to `out/train.log`, never into train.nc.
@@ -255,7 +257,9 @@ def run(agent: dict, seed: int, out: Path, stop_at: int | None = None, progress:
         logger.info("stopped at iteration %d (stop_at); no train.nc written", trainer.iteration)
         trainer.venv.close()
         return None
-    path = artifacts.write_nc(log_dataset(rows, trainer), out / "train.nc")
+    ds = log_dataset(rows, trainer)
+    ds.attrs.update(attrs or {})
+    path = artifacts.write_nc(ds, out / "train.nc")
     logger.info("wrote %s", path)
     trainer.venv.close()
     return path

@@ -1,11 +1,13 @@
 rule aggregate:
     """A figure's inputs (probe results or training logs) combined by coordinates and summarised."""
     input:
-        aggregate_inputs,
+        data=aggregate_inputs,
+        stamp=stamp("aggregate"),
     output:
         dag.PATTERNS["aggregate"],
     params:
         slice=stage_slice("aggregate"),
+        args=PARAMS,
     log:
         dag.LOGS["aggregate"],
     shell:

@@ -2,6 +2,7 @@ rule checkpoint:
     """Replay iteration t from the snapshot at or before it: the agent at theta_t, its batch, its step."""
     input:
         snapshots=dag.PATTERNS["snapshots"],
+        stamp=stamp("checkpoint"),
     output:
         dag.PATTERNS["checkpoint"],
     params:

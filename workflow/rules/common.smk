@@ -21,6 +21,25 @@ RUN = config["run"]
 OVERLAYS = [os.path.relpath(p) for p in workflow.overwrite_configfiles]
 PARAMS = dag.params_args("params.yaml", OVERLAYS)
 
+# What stands is decided from the artifacts' own job records (no .snakemake/ metadata needed, any
+# mtimes a `dvc pull` left): see pgprobe.pipeline.dag.reconcile.  Not inside a cluster job.
+if workflow.is_main_process:
+    dag.reconcile(config)
+
+
+def stamp(kind):
+    """A job's params stamp (an input): its mtime says whether the job's output stands (dag.reconcile)."""
+
+    def get(w):
+        ns = SimpleNamespace(**w)
+        out = dag.job_output(kind, ns, RUN)
+        p = dag.stamp_path(out)
+        if not os.path.exists(p):  # a job outside the run's figures: decide from its output alone
+            dag.stamp_job(config, kind, ns, out)
+        return p
+
+    return get
+
 
 def stage_slice(kind):
     """A rerun trigger: the values of the job's params keys and the hash of its code."""

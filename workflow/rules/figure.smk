@@ -1,7 +1,8 @@
 rule figure:
     """Render a figure from its aggregate only (the paper run's to figures/, any other to figures/<run>/)."""
     input:
-        dag.PATTERNS["aggregate"].replace("{run}", RUN),
+        data=dag.PATTERNS["aggregate"].replace("{run}", RUN),
+        stamp=stamp("figure"),
     output:
         dag.figure_pattern(RUN),
     params:

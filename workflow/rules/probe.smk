@@ -2,6 +2,7 @@ rule probe:
     """One probe (declared in pgprobe.pipeline.declarations) on one agent at one iteration."""
     input:
         probe_inputs,
+        stamp=stamp("probe"),
     output:
         dag.PATTERNS["probe"],
     params:

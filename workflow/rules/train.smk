@@ -1,5 +1,7 @@
 rule train:
     """One agent = (env, algo, seed): training log, snapshots every train.save_every iterations."""
+    input:
+        stamp=stamp("train"),
     output:
         log=dag.PATTERNS["train"],
         snapshots=directory(dag.PATTERNS["snapshots"]),

@@ -38,6 +38,7 @@ def draw(agg: xr.Dataset, var: str, ylabel: str, title: str, note: str, referenc
     drawn as lines of their own colours (e.g. fig 4's baselines; labels from `line_labels`), the agents then
     told apart by line style only."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FuncFormatter, NullFormatter
 
     envs, algos, seeds = list(agg["env"].values), list(agg["algo"].values), list(agg["seed"].values)
     iters = list(agg["iteration"].values)
@@ -78,6 +79,9 @@ def draw(agg: xr.Dataset, var: str, ylabel: str, title: str, note: str, referenc
                 if np.isfinite(y):
                     ax.axhline(y, color="0.4", lw=0.9, ls=":", label=label)
             ax.set_xscale("log")
+            ax.set_xticks(agg["n"].values)  # the sample sizes measured, not log-decade clutter
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
             ax.grid(True, which="major", alpha=0.3)
             ax.tick_params(labelsize=7)
             if i == 0:

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from . import codedeps
-from .config import lookup
+from . import records
+from .records import code_files, stage_keys  # noqa: F401 (the DAG's names for them)
 from .declarations import FIGURES, PROBES, figure_probe
 
 PATTERNS = {
@@ -42,8 +42,8 @@ COMMANDS = {
                   "--seed {wildcards.seed} --iteration {wildcards.iteration} --train-dir {params.train_dir} "
                   "--out {output}",
     "probe": "pgprobe probe {wildcards.probe} {params.args} {params.inputs} --out {output} --threads {threads}",
-    "aggregate": "pgprobe aggregate {wildcards.figure} --out {output} {input}",
-    "figure": "pgprobe figure {wildcards.figure} --aggregate {input} --out {output}",
+    "aggregate": "pgprobe aggregate {wildcards.figure} {params.args} --out {output} {input.data}",
+    "figure": "pgprobe figure {wildcards.figure} --aggregate {input.data} --out {output}",
 }
 
 
@@ -108,40 +108,10 @@ def threads(kind: str, name: str = "", cores: int | None = None) -> int:
 
 
 # -- params slices and code: what reruns a job -------------------------------------------------------
-def agent_keys(cfg: dict, env: str, algo: str) -> list[str]:
-    keys = ["train", f"algos.{algo}"]
-    if algo in cfg.get("env_overrides", {}).get(env, {}):
-        keys.append(f"env_overrides.{env}.{algo}")
-    return keys
-
-
-def stage_keys(cfg: dict, kind: str, w) -> list[str]:
-    if kind in ("train", "checkpoint"):
-        return agent_keys(cfg, w.env, w.algo)
-    if kind == "probe":
-        own = PROBES[w.probe].params
-        return agent_keys(cfg, w.env, w.algo) + ([own] if own else [])
-    if kind == "aggregate":
-        return [f"figures.{w.figure}"]
-    return []  # a figure renders its aggregate and nothing else
-
-
-def code_files(kind: str, w) -> list[str]:
-    """Source files of a job (relative to the repository root, as DVC deps)."""
-    if kind == "probe":
-        modules = (PROBES[w.probe].module,)
-    elif kind in ("aggregate", "figure"):
-        modules = (FIGURES[w.figure].module,)
-    else:
-        modules = ()
-    return [f"src/pgprobe/{f}" for f in codedeps.stage_files(kind, modules)]
-
-
 def params_slice(cfg: dict, kind: str, w) -> str:
-    """Snakemake's params rerun trigger: the job's params values and the hash of its code."""
-    values = json.dumps({k: lookup(cfg, k) for k in stage_keys(cfg, kind, w)}, sort_keys=True)
-    code = codedeps.files_hash([f.removeprefix("src/pgprobe/") for f in code_files(kind, w)])
-    return f"{values} code={code}"
+    """Snakemake's params rerun trigger: the job's record (its params values and the hash of its code),
+    the same record its artifact carries."""
+    return records.serialise(records.job_record(cfg, kind, w))
 
 
 # -- the job list (dvc.yaml, sync-mtimes) -----------------------------------------------------------
@@ -171,7 +141,7 @@ def _job(cfg, kind, deps, outs, args, **w) -> Job:
     elif kind == "probe":
         params.inputs = probe_input_args(run, ns.probe, ns.env, ns.algo, ns.seed, ns.iteration)
     fmt_w = dict(w, iteration=f"{int(w['iteration']):06d}") if "iteration" in w else w
-    cmd = COMMANDS[kind].format(wildcards=SimpleNamespace(**fmt_w), params=params, input=" ".join(deps),
+    cmd = COMMANDS[kind].format(wildcards=SimpleNamespace(**fmt_w), params=params, input=SimpleNamespace(data=" ".join(deps)),
                                 output=outs[0], threads=threads(kind, w.get("probe", "")))
     label = "/".join(str(fmt_w[k]) for k in ("probe", "figure", "env", "algo", "seed", "iteration") if k in fmt_w)
     code = code_files(kind, ns)
@@ -224,23 +194,86 @@ def plan(cfg: dict, figs=None, params_file: str = "params.yaml", overlays=()) ->
     return list(jobs.values())
 
 
-def sync_mtimes(cfg: dict, root: str | Path = ".") -> int:
-    """After `dvc pull`/`dvc checkout`: give artifacts modification times in DAG order.
+STAMPS = ".pgprobe/stamps"
+VALID_TIME = 946684800.0  # 2000-01-01: a stamp this old never makes its job look out of date
 
-    DVC does not preserve mtimes; Snakemake, even without its mtime trigger, reruns a job whose
-    input is newer than its output.  Each job's outputs (and everything in output directories)
-    get a time later than all of its inputs'.  Returns the number of files touched.
-    """
+
+def stamp_path(out: str) -> str:
+    """The params stamp of the job whose first output is `out` (an input of its Snakemake rule)."""
+    return f"{STAMPS}/{out}.json"
+
+
+def _record_matches(cfg: dict, job: "Job", root: Path) -> bool:
+    if not all((root / o).exists() for o in job.outs):
+        return False
+    if job.kind == "figure":
+        return True  # a PDF carries no record: it stands if its aggregate does
+    return records.recorded(root / job.outs[0]) == records.job_record(cfg, job.kind, job.wildcards)
+
+
+def job_output(kind: str, w, run: str) -> str:
+    """The first output of a job (what its stamp is named after), from Snakemake's wildcards."""
+    if kind in ("aggregate", "figure"):
+        return path(kind, run=run, figure=w.figure)
+    keys = ("probe", "env", "algo", "seed", "iteration")
+    return path(kind, run=getattr(w, "run", run), **{k: getattr(w, k) for k in keys if hasattr(w, k)})
+
+
+def stamp_job(cfg: dict, kind: str, w, out: str, root: str | Path = ".") -> Path:
+    """The stamp of one job, decided from its own output's record (upstream reruns reach it anyway)."""
+    record = records.job_record(cfg, kind, w)
+    p = Path(root) / out
+    ok = p.exists() and (kind == "figure" or records.recorded(p) == record)
+    return write_stamp(Path(root), out, record, ok)
+
+
+def write_stamp(root: Path, out: str, record: dict, valid: bool) -> Path:
+    """The stamp's content is the job's record (for a person); its mtime is what Snakemake reads:
+    long ago if the output stands for this record, now if it does not (the job looks out of date)."""
+    p = root / stamp_path(out)
+    text = records.serialise(record) + "\n"
+    if not p.exists() or p.read_text() != text:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_text(text)
+        os.replace(tmp, p)
+    t = VALID_TIME if valid else time.time()
+    os.utime(p, (t, t))
+    return p
+
+
+def _files(p: Path) -> list[Path]:
+    return [*(sorted(p.rglob("*")) if p.is_dir() else []), p]
+
+
+def _newest(paths) -> float:
+    return max((f.stat().st_mtime for p in paths if p.exists() for f in _files(p)), default=0.0)
+
+
+def reconcile(cfg: dict, root: str | Path = ".") -> dict:
+    """Decide from each artifact's job record, not from Snakemake's metadata or from mtimes, which
+    jobs of the run stand: a job stands if its outputs exist, its record is the one the run's params
+    and code give it, and every job it reads stands.  A standing job's outputs get modification
+    times later than its inputs' (DVC does not preserve mtimes); every job's params stamp gets an
+    mtime that makes Snakemake rerun exactly the jobs that do not stand.  No file's content changes.
+    Returns {"stand": n, "rerun": n, "touched": files}."""
     root = Path(root)
     jobs = plan(cfg)
-    start, touched = time.time() - 2 * len(jobs) - 10, 0
-    for i, job in enumerate(jobs):
-        stamp = start + 2 * i
-        for out in job.outs:
-            p = root / out
-            if not p.exists():
-                continue
-            for f in [*(sorted(p.rglob("*")) if p.is_dir() else []), p]:
-                os.utime(f, (stamp, stamp))
-                touched += 1
-    return touched
+    made_here = {o for job in jobs for o in job.outs}
+    standing: set[str] = set()
+    touched = 0
+    for job in jobs:
+        data = [d for d in job.deps if d in made_here]
+        ok = _record_matches(cfg, job, root) and all(d in standing for d in data)
+        write_stamp(root, job.outs[0], records.job_record(cfg, job.kind, job.wildcards), ok)
+        if not ok:
+            continue
+        standing.update(job.outs)
+        after = _newest(root / d for d in data)
+        outs = [f for o in job.outs for f in _files(root / o)]
+        if after and min(f.stat().st_mtime for f in outs) <= after:
+            for f in outs:
+                os.utime(f, (after + 1, after + 1))
+            touched += len(outs)
+    n_stand = sum(all(o in standing for o in job.outs) for job in jobs)
+    return {"stand": n_stand, "rerun": len(jobs) - n_stand, "touched": touched}

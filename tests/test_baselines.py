@@ -90,6 +90,23 @@ def test_pathwise_gradient_is_the_gradient(mlp_bandit):
     assert cos(agent.surrogate_grad(data), mlp_bandit["grad"]) > 0.98
 
 
+def test_mc_returns_drop_episodes_cut_by_the_batch():
+    # Breaks if a return crosses an episode boundary, is not discounted, or a cut episode is kept.
+    from pgprobe.rollout import Batch
+    T = 5
+    r = np.arange(1.0, T + 1)[:, None]
+    done = np.array([False, True, False, False, False])[:, None]
+    cont = ~done
+    cont[-1] = False
+    b = Batch(np.zeros((T, 1, 1)), np.zeros((T, 1, 1)), r, r, done.copy(), done, cont, np.zeros((T, 1, 1)))
+    ret, keep = baselines.mc_returns(b, 0.5)
+    np.testing.assert_allclose(ret[:, 0], [1 + 0.5 * 2, 2, 3 + 0.5 * 4 + 0.25 * 5, 4 + 0.5 * 5, 5])
+    assert keep[:, 0].tolist() == [True, True, False, False, False]
+    # a time-limit truncation (done, not terminated) ends an episode unless the agent bootstraps there
+    b.terminated[:] = False
+    assert baselines.mc_returns(b, 0.5, bootstrap_truncation=True)[1][:, 0].tolist() == [False] * 5
+
+
 def test_true_value_net_is_close_to_the_closed_form(mlp_bandit, probed):
     # Breaks if the fit regresses on the wrong targets (not the return of the pair's own state), the stored
     # parameters do not rebuild the fitted net, or the fit does not fit.

@@ -6,7 +6,7 @@ import torch
 
 from pgprobe.envs import VecEnv
 from pgprobe.nets import GaussianPolicy, ObsNormalizer, PolicyWeights, RewardScaler
-from pgprobe.rollout import Batch, collect, gae, mc_returns
+from pgprobe.rollout import collect, gae
 
 
 # --------------------------------------------------------------------------- GAE
@@ -62,22 +62,6 @@ def test_gae_lambda_zero_is_td_error():
     cont[-1] = False
     adv, _ = gae(r, v, nv, term, cont, 0.99, 0.0)
     np.testing.assert_allclose(adv, r + 0.99 * np.where(term, 0.0, nv) - v, rtol=1e-12)
-
-
-def test_mc_returns_drop_episodes_cut_by_the_batch():
-    # Breaks if a return crosses an episode boundary, is not discounted, or a cut episode is kept.
-    T = 5
-    r = np.arange(1.0, T + 1)[:, None]
-    done = np.array([False, True, False, False, False])[:, None]
-    cont = ~done
-    cont[-1] = False
-    b = Batch(np.zeros((T, 1, 1)), np.zeros((T, 1, 1)), r, r, done.copy(), done, cont, np.zeros((T, 1, 1)))
-    ret, keep = mc_returns(b, 0.5)
-    np.testing.assert_allclose(ret[:, 0], [1 + 0.5 * 2, 2, 3 + 0.5 * 4 + 0.25 * 5, 4 + 0.5 * 5, 5])
-    assert keep[:, 0].tolist() == [True, True, False, False, False]
-    # a time-limit truncation (done, not terminated) ends an episode unless the agent bootstraps there
-    b.terminated[:] = False
-    assert mc_returns(b, 0.5, bootstrap_truncation=True)[1][:, 0].tolist() == [False] * 5
 
 
 # --------------------------------------------------------------------------- collect

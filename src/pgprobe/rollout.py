@@ -1,4 +1,4 @@
-"""Collect state-action pairs with a Gaussian policy; advantages by GAE and Monte Carlo returns within episodes."""
+"""Collect state-action pairs with a Gaussian policy, and estimate advantages with GAE."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -112,19 +112,3 @@ def gae(rewards: np.ndarray, values: np.ndarray, next_values: np.ndarray, termin
         running = delta[t] + gamma * lam * continues[t] * running
         adv[t] = running
     return adv, adv + values
-
-
-def mc_returns(batch, gamma: float, bootstrap_truncation: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(T, N) discounted returns to go of the train rewards within each episode, and (T, N) bool: the
-    return is complete (its episode ended within the batch: a termination, or a time-limit truncation
-    unless `bootstrap_truncation`), not cut by the batch end."""
-    r = batch.train_rewards
-    ended = batch.terminated if bootstrap_truncation else batch.done
-    ret, complete = np.zeros(r.shape), np.zeros(r.shape, bool)
-    running, whole = np.zeros(r.shape[1]), np.zeros(r.shape[1], bool)
-    for t in reversed(range(r.shape[0])):
-        end = ~batch.continues[t]
-        running = r[t] + gamma * np.where(end, 0.0, running)
-        whole = np.where(end, ended[t], whole)
-        ret[t], complete[t] = running, whole
-    return ret, complete

@@ -533,6 +533,7 @@ def test_snakemake_reruns_only_what_a_param_reaches(smoke, dotted, value, expect
     ("probes/gradients.py", {"probe": 12, "aggregate": 3, "figure": 3, "all": 1}),
     ("probes/baselines.py", {"probe": 4, "aggregate": 1, "figure": 1, "all": 1}),
     ("probes/value_error.py", {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}),
+    ("probes/returns.py", {"probe": 6, "aggregate": 2, "figure": 2, "all": 1}),  # figs 3 and 4 use the returns
     ("figures/vs_n.py", {"aggregate": 3, "figure": 3, "all": 1}),  # figs 1, 2 and 4 share it
     ("cli.py", ALL_SMOKE),  # the entry point of every job
     ("pipeline/declarations.py", {}),  # reaches jobs only through their inputs, params and modules

@@ -28,8 +28,8 @@ import torch
 import xarray as xr
 from tqdm import tqdm
 
-from ..rollout import mc_returns
 from .api import ProbeAgent, ProbeInputs
+from .returns import mc_returns
 
 TARGET_LABELS = {"gae": "the agent's training target V_old + A_GAE",
                  "returns": "realised discounted return to go within the episode (cut by the batch end, "

@@ -10,7 +10,8 @@ iteration's fit:
 - `gae`: the agent's own training target V_old + A_GAE (gamma, lambda and the truncation rules it trains with);
 - `returns`: the realised discounted return to go within each episode, cut by the batch end without a
   bootstrap (as the authors' code computes it);
-- `returns_complete`: the same on the pairs whose episode ended within the batch, as cut returns are smaller.
+- `returns_complete`: the same on the pairs whose episode ended within the batch (the batch end cuts the
+  others short, which inflates their error).
 
 The network measured is V after the iteration's fit, on the pairs its loss would use (`value_mask`: the last
 step of each episode left out unless train.fit_done_steps).  The measure, for every target alike:

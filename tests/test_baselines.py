@@ -20,7 +20,7 @@ import torch
 from pgprobe import checkpoint, train
 from pgprobe.figures import fig4
 from pgprobe.pipeline import artifacts, config
-from pgprobe.probes import baselines
+from pgprobe.probes import baselines, returns
 from pgprobe.probes.api import ProbeAgent, ProbeInputs
 
 from test_gradients import ENV, W, cos  # noqa: F401  (registers the bandit)
@@ -99,12 +99,12 @@ def test_mc_returns_drop_episodes_cut_by_the_batch():
     cont = ~done
     cont[-1] = False
     b = Batch(np.zeros((T, 1, 1)), np.zeros((T, 1, 1)), r, r, done.copy(), done, cont, np.zeros((T, 1, 1)))
-    ret, keep = baselines.mc_returns(b, 0.5)
+    ret, keep = returns.mc_returns(b, 0.5)
     np.testing.assert_allclose(ret[:, 0], [1 + 0.5 * 2, 2, 3 + 0.5 * 4 + 0.25 * 5, 4 + 0.5 * 5, 5])
     assert keep[:, 0].tolist() == [True, True, False, False, False]
     # a time-limit truncation (done, not terminated) ends an episode unless the agent bootstraps there
     b.terminated[:] = False
-    assert baselines.mc_returns(b, 0.5, bootstrap_truncation=True)[1][:, 0].tolist() == [False] * 5
+    assert returns.mc_returns(b, 0.5, bootstrap_truncation=True)[1][:, 0].tolist() == [False] * 5
 
 
 def test_true_value_net_is_close_to_the_closed_form(mlp_bandit, probed):

@@ -112,7 +112,7 @@ def test_gradient_probes_share_fig6s_checkpoints_and_their_inputs(smoke_cfg):
         probes.setdefault(j.wildcards["probe"], []).append(j)
     assert {k: len(v) for k, v in probes.items()} == {"landscape": 2, "grad_estimates": 2, "true_gradient": 2,
                                                        "grad_variance": 2, "grad_convergence": 2,
-                                                       "true_value": 2, "baseline_grads": 2}
+                                                       "true_value": 2, "baseline_grads": 2, "value_error": 2}
     for j in probes["baseline_grads"]:  # fig 4: the checkpoint and the true value function of the same agent
         w = {k: j.wildcards[k] for k in ("env", "algo", "seed", "iteration")}
         assert dag.path("probe", run="smoke", probe="true_value", **w) in j.deps

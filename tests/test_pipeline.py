@@ -34,10 +34,10 @@ VENV_BIN = Path(sys.executable).parent
 SKIP_TOP = {".venv", "data", "figures", "logs", ".snakemake", ".pytest_cache", ".pgprobe"}
 SMOKE = ("--configfile", "config/smoke.yaml")
 SMOKE_DVC = "pipelines/smoke/dvc.yaml"
-FIGS = ("fig1", "fig2", "fig4", "fig6", "fig8", "curves")
+FIGS = ("fig1", "fig2", "fig3", "fig4", "fig6", "fig8", "curves")
 # probes: per checkpoint (fig 6's two, shared by figs 1, 2 and 4) landscape, grad_estimates, true_gradient,
-# grad_variance, grad_convergence, true_value, baseline_grads
-ALL_SMOKE = {"train": 6, "checkpoint": 2, "probe": 14, "aggregate": 6, "figure": 6, "all": 1}
+# grad_variance, grad_convergence, true_value, baseline_grads, value_error
+ALL_SMOKE = {"train": 6, "checkpoint": 2, "probe": 16, "aggregate": 7, "figure": 7, "all": 1}
 
 
 def test_snakemake_and_dvc_are_installed():
@@ -251,7 +251,7 @@ def test_smoke_pipeline_end_to_end(smoke):
     assert {"train_log", "snapshot", "checkpoint", "probe_landscape", "aggregate_fig6", "aggregate_fig8",
             "aggregate_curves", "probe_grad_estimates", "probe_true_gradient", "probe_grad_variance",
             "probe_grad_convergence", "aggregate_fig1", "aggregate_fig2", "probe_true_value",
-            "probe_baseline_grads", "aggregate_fig4"} <= set(kinds)
+            "probe_baseline_grads", "aggregate_fig4", "probe_value_error", "aggregate_fig3"} <= set(kinds)
     gcfg = cfg["probes"]["grad_estimates"]
     for ds in kinds["probe_grad_estimates"]:  # the grid plus the agent's batch size, R independent estimates
         assert list(ds["n"].values) == sorted(set(gcfg["n_grid"]) | {cfg["train"]["steps_per_iter"]})
@@ -270,6 +270,12 @@ def test_smoke_pipeline_end_to_end(smoke):
         assert int(ds["pairs_collected"]) >= cfg["probes"]["true_value"]["n_fit"] and ds.sizes["value_param"] > 0
     for ds in kinds["aggregate_fig4"]:
         assert np.isfinite(ds["similarity_mean"].values).all() and ds.sizes["baseline"] == 3
+    for ds in kinds["probe_value_error"]:  # held-out batches of the agent's size, three targets
+        assert list(ds["target"].values) == ["gae", "returns", "returns_complete"]
+        assert ds.sizes["batch"] == cfg["probes"]["value_error"]["batches"]
+        assert ds.sizes["pair"] == cfg["train"]["steps_per_iter"] and "reward_units" in ds.attrs
+    for ds in kinds["aggregate_fig3"]:
+        assert np.isfinite(ds["mre_mean"].sel(target=["gae", "returns"]).values).all()
     for kind in ("train_log", "checkpoint", "probe_landscape"):  # agent coordinates, for combine_by_coords
         for ds in kinds[kind]:
             assert {"env", "algo", "seed"} <= set(ds.coords), kind
@@ -500,7 +506,7 @@ FIG6_PROBES = {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}
 @pytest.mark.parametrize("dotted,value,expected", [
     ("probes.landscape.y.points", 5, FIG6_PROBES),
     # the TRPO agents (fig 6's and fig 8's: seeds 0 and 1) and everything downstream; PPO agents stay
-    ("algos.trpo.max_kl", 0.05, {"train": 2, "checkpoint": 2, "probe": 14, "aggregate": 6, "figure": 6, "all": 1}),
+    ("algos.trpo.max_kl", 0.05, {"train": 2, "checkpoint": 2, "probe": 16, "aggregate": 7, "figure": 7, "all": 1}),
     ("algos.ppo.clip_eps", 0.3, {"train": 2, "aggregate": 2, "figure": 2, "all": 1}),
     ("env_overrides.Humanoid-v5.ppo_m.lr", 2e-4, {"train": 2, "aggregate": 2, "figure": 2, "all": 1}),
     ("train.gamma", 0.98, ALL_SMOKE),
@@ -516,6 +522,8 @@ FIG6_PROBES = {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}
     ("probes.true_value.n_fit", 2048, {"probe": 4, "aggregate": 1, "figure": 1, "all": 1}),
     # the baselines' gradients only: the true value function stays
     ("probes.baseline_grads.repeats", 4, {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}),
+    # fig 3's probes only
+    ("probes.value_error.min_rel_target", 0.05, {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}),
 ])
 def test_snakemake_reruns_only_what_a_param_reaches(smoke, dotted, value, expected):
     with params_changed(smoke, dotted, value):
@@ -529,6 +537,8 @@ def test_snakemake_reruns_only_what_a_param_reaches(smoke, dotted, value, expect
     # the gradient probes, and fig 4's (baselines.py imports its helpers)
     ("probes/gradients.py", {"probe": 12, "aggregate": 3, "figure": 3, "all": 1}),
     ("probes/baselines.py", {"probe": 4, "aggregate": 1, "figure": 1, "all": 1}),
+    ("probes/value_error.py", {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}),
+    ("probes/returns.py", {"probe": 6, "aggregate": 2, "figure": 2, "all": 1}),  # figs 3 and 4 use the returns
     ("figures/vs_n.py", {"aggregate": 3, "figure": 3, "all": 1}),  # figs 1, 2 and 4 share it
     ("cli.py", ALL_SMOKE),  # the entry point of every job
     ("pipeline/declarations.py", {}),  # reaches jobs only through their inputs, params and modules

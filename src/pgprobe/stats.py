@@ -38,13 +38,28 @@ def bootstrap_mean_ci(samples, axis: int = 0, n_boot: int = 1000, level: float =
     return lo.reshape(shape), hi.reshape(shape)
 
 
-def over_seeds(da, **boot):
-    """Mean and bootstrap band of an xarray DataArray over its `seed` dim.
+def standard_error(samples, axis: int = 0) -> np.ndarray:
+    """Standard error of the mean along `axis` over the non-NaN samples (std with ddof 1 / sqrt(n));
+    NaN where fewer than two."""
+    x = np.asarray(samples, np.float64)
+    n = (~np.isnan(x)).sum(axis=axis)
+    ss = np.nansum((x - np.expand_dims(nanmean(x, axis), axis)) ** 2, axis=axis)
+    return np.where(n > 1, np.sqrt(ss / np.maximum(n - 1, 1) / np.maximum(n, 1)), np.nan)
+
+
+def over_seeds(da, band: str = "bootstrap", **boot):
+    """Mean and band of an xarray DataArray over its `seed` dim; band "bootstrap" (95% percentile CI of
+    the mean, `boot` passed on) or "se" (mean -/+ one standard error).
 
     Returns two (dims, values) tuples, ready for xr.Dataset: the mean, and the band with a
     trailing `bound` dim (lo, hi).
     """
     da = da.transpose("seed", ...)
-    lo, hi = bootstrap_mean_ci(da.values, axis=0, **boot)
+    mean = nanmean(da.values, axis=0)
+    if band == "se":
+        se = standard_error(da.values, axis=0)
+        lo, hi = mean - se, mean + se
+    else:
+        lo, hi = bootstrap_mean_ci(da.values, axis=0, **boot)
     dims = tuple(da.dims[1:])
-    return (dims, nanmean(da.values, axis=0)), (dims + ("bound",), np.stack([lo, hi], axis=-1))
+    return (dims, mean), (dims + ("bound",), np.stack([lo, hi], axis=-1))

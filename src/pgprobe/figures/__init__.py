@@ -53,13 +53,14 @@ def draw_band(ax, x_seeds, y_seeds, x, mean, band, color: str, label: str) -> bo
     return True
 
 
-def add_seed_band(out: xr.Dataset, var: str, what: str) -> None:
-    """out[var] (..., seed, ...) -> out[var_mean] (mean over seeds, NaN skipped) and out[var_ci] (95% bootstrap
-    band of that mean over seeds, dim `bound`)."""
-    mean, band = stats.over_seeds(out[var])
+def add_seed_band(out: xr.Dataset, var: str, what: str, band: str = "bootstrap") -> None:
+    """out[var] (..., seed, ...) -> out[var_mean] (mean over seeds, NaN skipped) and out[var_ci] (dim `bound`):
+    the 95% bootstrap band of that mean over seeds, or (band "se") the mean -/+ one standard error."""
+    mean, bounds = stats.over_seeds(out[var], band)
+    desc = ("mean -/+ one standard error over seeds (NaN with fewer than two)" if band == "se" else
+            "95% percentile bootstrap CI of the mean over seeds (1000 resamples)")
     out[f"{var}_mean"] = xr.Variable(*mean, {"long_name": f"{what}: mean over seeds (NaN skipped)"})
-    out[f"{var}_ci"] = xr.Variable(*band, {"long_name": f"{what}: 95% percentile bootstrap CI of the mean "
-                                                        "over seeds (1000 resamples)"})
+    out[f"{var}_ci"] = xr.Variable(*bounds, {"long_name": f"{what}: {desc}"})
 
 
 def summary_attrs(fig: str, combined: xr.Dataset) -> dict:

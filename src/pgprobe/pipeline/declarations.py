@@ -47,11 +47,14 @@ PROBES = {
     "true_value": Probe("pgprobe.probes.baselines", "probes.true_value", mem_mb=4000, entry="true_value"),
     "baseline_grads": Probe("pgprobe.probes.baselines", "probes.baseline_grads",
                             reads=("checkpoint", "probe:true_value"), entry="baseline_grads"),
+    # fig 3: the value network after the iteration's fit on held-out batches of the agent's size
+    "value_error": Probe("pgprobe.probes.value_error", "probes.value_error"),
 }
 
 FIGURES = {
     "fig1": Figure("pgprobe.figures.fig1", reads="probe:grad_variance"),
     "fig2": Figure("pgprobe.figures.fig2", reads="probe:grad_convergence"),
+    "fig3": Figure("pgprobe.figures.fig3", reads="probe:value_error"),
     "fig4": Figure("pgprobe.figures.fig4", reads="probe:baseline_grads"),
     "fig6": Figure("pgprobe.figures.fig6", reads="probe:landscape"),
     "fig8": Figure("pgprobe.figures.fig8", reads="train_log"),

@@ -30,7 +30,7 @@ from ..pipeline import artifacts
 # Last words of the generator keys a probe derives from its seed: each use its own stream (a key must not
 # end in 0: SeedSequence treats [a, b] and [a, b, 0] alike).
 STREAMS = {"collect": 11, "step": 12, "direction": 13, "evaluation": 14, "estimates": 15, "true_gradient": 16,
-           "true_value": 17, "value_fit": 18, "baselines": 19}
+           "true_value": 17, "value_fit": 18, "baselines": 19, "value_error": 20}
 
 
 class ProbeAgent:
@@ -95,8 +95,15 @@ class ProbeAgent:
 
     @property
     def value(self) -> torch.nn.Module:
-        """A copy of V_t, the agent's value network."""
+        """A copy of V_t, the agent's value network before the iteration's fit (it makes the advantages)."""
         return copy.deepcopy(self._trainer.value)
+
+    @property
+    def value_after_fit(self) -> torch.nn.Module:
+        """A copy of the value network after the iteration's fit (the one the agent carries into t+1)."""
+        net = self.value
+        set_flat_params(net, torch.as_tensor(self._ckpt.ds["value_theta_next"].values))
+        return net
 
     @property
     def bootstrap_truncation(self) -> bool:

@@ -41,6 +41,7 @@ from ..errors import ConfigError
 from ..nets import flat_params, set_flat_params
 from .api import ProbeAgent, ProbeInputs
 from .gradients import _agent_vars, estimate_steps, pairwise_cosines, unit_rows
+from .returns import mc_returns
 
 BASELINES = ("agent", "true_value", "none")
 BASELINE_LABELS = {"agent": "agent's value network V_t, GAE lambda",
@@ -49,22 +50,6 @@ BASELINE_LABELS = {"agent": "agent's value network V_t, GAE lambda",
 
 
 # ---------------------------------------------------------------------------------- true_value
-def mc_returns(batch, gamma: float, bootstrap_truncation: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(T, N) discounted returns to go of the train rewards within each episode, and (T, N) bool: the
-    return is complete (its episode ended within the batch: a termination, or a time-limit truncation
-    unless `bootstrap_truncation`), not cut by the batch end."""
-    r = batch.train_rewards
-    ended = batch.terminated if bootstrap_truncation else batch.done
-    ret, complete = np.zeros(r.shape), np.zeros(r.shape, bool)
-    running, whole = np.zeros(r.shape[1]), np.zeros(r.shape[1], bool)
-    for t in reversed(range(r.shape[0])):
-        end = ~batch.continues[t]
-        running = r[t] + gamma * np.where(end, 0.0, running)
-        whole = np.where(end, ended[t], whole)
-        ret[t], complete[t] = running, whole
-    return ret, complete
-
-
 def fit_samples(agent: ProbeAgent, n_fit: int, chunk: int, seed: int, progress: bool = False):
     """(obs (M, d) float32, returns (M,) float64, pairs collected): the complete-return pairs of at least
     n_fit fresh pairs, collected in chunks."""

@@ -64,12 +64,7 @@ def draw(ds: xr.Dataset, seed_index: int = 0):
             if i == len(iters) - 1:
                 ax.set_xlabel("step direction (1 = full step)", fontsize=8)
         axes[i, 0].set_ylabel(f"iteration {int(it)}\nrandom direction", fontsize=9)
-        _slices(axes[i, -1], row, x, i == 0)
-        rejected = " (rejected: proposed step)" if int(row["step_rejected"]) else ""
-        axes[i, 0].text(0.0, -0.3 if i == len(iters) - 1 else -0.14,
-                        f"step from {int(row['batch_size'])} pairs: |step|={float(row['step_norm']):.3g}{rejected}  "
-                        f"|dir|={float(row['direction_norm']):.3g}  KL(x=1)={float(row['kl_step']):.2g}  "
-                        f"KL(y=1)={float(row['kl_direction']):.2g}", transform=axes[i, 0].transAxes, fontsize=7)
+        _slices(axes[i, -1], row, x)
     crn = "common random numbers" if int(ds.attrs.get("common_random_numbers", 0)) else "independent samples per point"
     fig.suptitle(f"True reward landscape concentration: {ds.attrs['algo'].upper()} on {ds.attrs['env']}")
     fig.text(0.01, 0.004, footer(ds, f"seed shown: {seed}; {crn}; error bars: 1 s.e."), fontsize=7)
@@ -77,18 +72,22 @@ def draw(ds: xr.Dataset, seed_index: int = 0):
     return fig
 
 
-def _slices(ax, row, x, first: bool) -> None:  # row: one iteration, every budget
-    """The true reward along the step (y = 0) at every budget, 1-s.e. error bars, the gain 0 -> 1 in the legend."""
+def _slices(ax, row, x) -> None:  # row: one iteration, every budget
+    """The true reward along the step (y = 0) at every budget, 1-s.e. error bars, the gain 0 -> 1 in the legend;
+    the step's and the direction's sizes in the title."""
     width = 0.02 * (x.max() - x.min())
     for b, budget in enumerate(row["budget"].values):
-        line = row.isel(budget=b).sel(y=0.0, method="nearest")
         cell = row.isel(budget=b)
+        line = cell.sel(y=0.0, method="nearest")
         ax.errorbar(x + (b - 1) * width, line["true_reward"].values, yerr=line["true_reward_sem"].values, fmt="o-",
-                    ms=2.5, lw=0.9, capsize=1.5, label=f"{int(budget)}: gain {float(cell['true_gain']):+.3g} "
-                                                       f"+- {float(cell['true_gain_se']):.2g}")
+                    ms=2.5, lw=0.9, capsize=1.5,
+                    label=f"{int(budget)}: {float(cell['true_gain']):+.3g} +- {float(cell['true_gain_se']):.2g}")
     ax.axvline(1, color="r", lw=0.8, ls="--")
-    ax.legend(fontsize=6, title="pairs/point", title_fontsize=6)
-    ax.set_title("true reward at y=0" if first else "", fontsize=9)
+    ax.legend(fontsize=5.5, title="pairs/point: gain (0->1)", title_fontsize=5.5)
+    rejected = " (rejected: proposed)" if int(row["step_rejected"]) else ""
+    ax.set_title(f"true reward at y=0\nstep from {int(row['batch_size'])} pairs{rejected}: |step| "
+                 f"{float(row['step_norm']):.3g}, KL {float(row['kl_step']):.2g}\n|dir| "
+                 f"{float(row['direction_norm']):.3g}, KL(y=1) {float(row['kl_direction']):.2g}", fontsize=7)
     ax.tick_params(labelsize=7)
 
 

@@ -154,8 +154,13 @@ def concentration(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bo
                          {"long_name": "env slots per point: each runs complete episodes until it has taken "
                                        "pairs/envs steps"})},
         coords=_coords(xs, ys, budget=("budget", pairs, {"long_name": "state-action pairs per point (at least)"})))
-    ds.attrs.update(plane_attrs(agent, cfg))
-    ds.attrs.update({
+    ds.attrs.update({**plane_attrs(agent, cfg), **_concentration_attrs(cfg)})
+    return ds
+
+
+def _concentration_attrs(cfg: dict) -> dict:
+    """Fig 5's sampling, and the choices the paper leaves open."""
+    return {
         "regime": cfg["regime"],
         "common_random_numbers": int(cfg["crn"]),
         "sampling": ("common random numbers: one seed per budget, shared by every point" if cfg["crn"] else
@@ -166,8 +171,12 @@ def concentration(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bo
         "talk_budget_trajectories": list(TALK_BUDGET_TRAJECTORIES),
         "budget_unit": "state-action pairs per point, as the paper's caption; the talk's trajectory counts are "
                        "recorded beside them, and the realised episodes and pairs per point are stored",
-    })
-    return ds
+        "open_choices": "not in the paper (nor in the authors' public code, which has no landscape code): the grid; "
+                        "the true reward as the undiscounted mean return (discounted returns stored per episode); "
+                        "each budget's env slots (a slot finishes its last episode, so a point overshoots its "
+                        "budget by under one episode per slot); the plane: with probes.landscape's seed, "
+                        "direction settings and many_samples, it is fig 6's 'many' plane",
+    }
 
 
 def _coords(xs, ys, **outer) -> dict:

@@ -79,6 +79,13 @@ def test_deep_merge_does_not_mutate_inputs():
     ({"probes": {"landscape": {"x": {"min": -0.5, "max": 1.5, "points": 7}}}}, ["probes.landscape.x", "x = 0"]),
     ({"probes": {"landscape": {"x": {"min": 0.0, "max": 0.5, "points": 3}}}}, ["probes.landscape.x", "x = 1"]),
     ({"probes": {"landscape": {"y": {"min": 0.5, "max": 1.0, "points": 3}}}}, ["probes.landscape.y", "y = 0"]),
+    ({"probes": {"landscape_concentration": {"y": {"min": 0.5, "max": 1.0, "points": 3}}}},
+     ["probes.landscape_concentration.y", "y = 0"]),
+    ({"probes": {"landscape_concentration": {"budgets": [{"pairs": 2000, "envs": 1}, {"pairs": 2000, "envs": 4}]}}},
+     ["probes.landscape_concentration.budgets", "increase"]),
+    ({"probes": {"landscape_concentration": {"budgets": [{"pairs": 2000}]}}},
+     ["probes.landscape_concentration.budgets", "envs"]),
+    ({"probes": {"landscape_concentration": {"crn": "no"}}}, ["probes.landscape_concentration.crn"]),
     # exact resume of a non-MuJoCo env is impossible: said at validation, before any job
     ({"train": {"reset_every_iter": False}, "figures": {"curves": {"envs": ["Pendulum-v1"]}}},
      ["train.reset_every_iter", "Pendulum-v1"]),

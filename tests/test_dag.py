@@ -91,7 +91,9 @@ def test_handler_helpers_and_package_inits_are_code():
 def test_iterations_every_n(repo_root, tmp_path):
     over = tmp_path / "o.yaml"
     every = {"iterations": {"every": 10}}
-    over.write_text(yaml.safe_dump({"train": {"iterations": 25}, "figures": {"fig1": every, "fig2": every, "fig4": every, "fig6": every}}))
+    probed = [f for f, block in yaml.safe_load((repo_root / "params.yaml").read_text())["figures"].items()
+              if "iterations" in block]
+    over.write_text(yaml.safe_dump({"train": {"iterations": 25}, "figures": {f: every for f in probed}}))
     cfg = config.load(repo_root / "params.yaml", [over])
     assert cfg["figures"]["fig6"]["iterations"] == cfg["figures"]["fig1"]["iterations"] == [0, 10, 20]
     over.write_text(yaml.safe_dump({"figures": {"fig6": {"iterations": {"every": 0}}}}))
@@ -100,17 +102,20 @@ def test_iterations_every_n(repo_root, tmp_path):
 
 
 def test_gradient_probes_share_fig6s_checkpoints_and_their_inputs(smoke_cfg):
-    # Breaks if figs 1/2 train or checkpoint anything of their own in smoke, if g* or the estimates are
-    # made more than once per checkpoint, or if a derived probe carries a params block it does not have.
+    # Breaks if figs 1/2 (or 4, or 5) train or checkpoint anything of their own in smoke, if g* or the estimates
+    # are made more than once per checkpoint, or if a derived probe carries a params block it does not have.
+    # Fig 7's PPO agent is fig 8's seed 0: two checkpoints of its own, and its landscapes.
     jobs = dag.plan(smoke_cfg)
     by_kind = {}
     for j in jobs:
         by_kind.setdefault(j.kind, []).append(j)
-    assert len(by_kind["checkpoint"]) == 2 and len(by_kind["train"]) == 6
+    assert len(by_kind["checkpoint"]) == 4 and len(by_kind["train"]) == 6
+    assert {j.wildcards["algo"] for j in by_kind["checkpoint"]} == {"trpo", "ppo"}
     probes = {}
     for j in by_kind["probe"]:
         probes.setdefault(j.wildcards["probe"], []).append(j)
-    assert {k: len(v) for k, v in probes.items()} == {"landscape": 2, "grad_estimates": 2, "true_gradient": 2,
+    assert {k: len(v) for k, v in probes.items()} == {"landscape": 4, "landscape_concentration": 2,
+                                                       "grad_estimates": 2, "true_gradient": 2,
                                                        "grad_variance": 2, "grad_convergence": 2,
                                                        "true_value": 2, "baseline_grads": 2, "value_error": 2}
     for j in probes["baseline_grads"]:  # fig 4: the checkpoint and the true value function of the same agent
@@ -126,6 +131,21 @@ def test_gradient_probes_share_fig6s_checkpoints_and_their_inputs(smoke_cfg):
         assert not [p for p in j.params if p.startswith("probes.")]
     est = probes["grad_estimates"][0]
     assert est.params[-1] == "probes.grad_estimates" and "src/pgprobe/probes/gradients.py" in est.deps
+
+
+def test_fig5_and_fig7_reuse_the_landscape_probe_with_their_own_settings(smoke_cfg):
+    # Breaks if fig 7 makes landscapes of its own instead of reading fig 6's probe at its agents, or if fig 5's
+    # budgets share fig 6's params key (then changing one would rerun the other).
+    jobs = dag.plan(smoke_cfg)
+    probes = {j.outs[0]: j for j in jobs if j.kind == "probe"}
+    agg = {j.wildcards["figure"]: j for j in jobs if j.kind == "aggregate"}
+    for dep in agg["fig7"].deps:
+        if dep.endswith(".nc"):
+            assert "/probes/landscape/" in dep and "/ppo/" in dep and probes[dep].params[-1] == "probes.landscape"
+    conc = [j for j in probes.values() if j.wildcards["probe"] == "landscape_concentration"]
+    assert conc and all(j.params[-1] == "probes.landscape_concentration" and "probes.landscape" not in j.params
+                        and "--input checkpoint=" in j.cmd for j in conc)
+    assert all("src/pgprobe/probes/landscape.py" in j.deps for j in conc)  # one implementation, other settings
 
 
 def test_a_missing_block_of_a_probe_read_by_the_figures_probe_is_named(repo_root, tmp_path):

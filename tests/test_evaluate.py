@@ -86,6 +86,30 @@ def test_noise_is_common_across_policies_but_not_across_slots_or_seeds():
     assert probe_returns(w, min_steps=9, m=2, seed=1)[0] != r[0]
 
 
+def test_common_random_numbers_are_an_option():
+    """One seed: identical policies get identical episodes.  One seed per policy (fig 5): independent
+    samples, so the same policy at two points gets different episodes; a policy's numbers depend only on
+    its own seed, not on which other policies run beside it."""
+    w = probe_weights([[0.0, 1.0], [0.0, 1.0], [0.0, 1.0]])
+    crn = probe_returns(w, min_steps=9, m=2, seed=5)
+    assert crn[0] == crn[1] == crn[2]
+    own = probe_returns(w, min_steps=9, m=2, seed=[5, 6, 7])
+    assert own[0] != own[1] and own[1] != own[2] and own[0] != own[2]
+    assert own[0] == crn[0]  # seed 5 gives the same numbers whether shared or a policy's own
+    assert probe_returns(w, min_steps=9, m=2, seed=[7, 6, 5])[2] == own[0]
+    assert probe_returns(w, min_steps=9, m=2, seed=[5, 5, 5]) == crn
+    with pytest.raises(ValueError, match="one per policy"):
+        probe_returns(w, min_steps=9, m=2, seed=[5, 6])
+
+
+def test_per_policy_seeds_give_the_same_numbers_whatever_the_workers():
+    w = hopper_weights(3)
+    args = (HOPPER, w, np.zeros(OBS), np.ones(OBS), 10.0, 40, 2, [3, 1, 4])
+    one = evaluate.parallel_episode_returns(*args, workers=1, clip_actions=False)
+    assert evaluate.parallel_episode_returns(*args, workers=2, clip_actions=False) == one
+    assert one[0] != one[1]
+
+
 @pytest.mark.parametrize("block", [1, 3, 16, 17, 40])
 def test_returns_do_not_depend_on_the_noise_block_size(block):
     w = probe_weights([[0.0, -1.0], [0.0, 1.0]])

@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import xarray as xr
 
 from pgprobe import evaluate
 from pgprobe.envs import VecEnv
@@ -219,3 +220,134 @@ def test_parallel_progress_bar_gives_the_same_returns(capsys):
     quiet = evaluate.parallel_episode_returns(*args, workers=2, clip_actions=False)
     assert evaluate.parallel_episode_returns(*args, workers=2, progress=True, clip_actions=False) == quiet
     assert "true reward" in capsys.readouterr().err
+
+
+# -- the landscape on a task with a closed-form return --------------------------------------------
+# The one-step bandit of test_gradients with a linear-Gaussian policy: s ~ N(0, I), a ~ N(M s + b, diag sigma^2),
+# r = -||a - W s||^2.  z = a - W s ~ N(b, S), S = (M - W)(M - W)^T + diag(sigma^2), so
+#     J(theta) = E r = -(tr S + ||b||^2),   Var r = 2 tr(S^2) + 4 b^T S b,
+# a closed form at every point of the plane, log-std included.  Episodes last one step: a budget of n pairs is
+# exactly n episodes.
+from test_gradients import ENV as BANDIT, W  # noqa: E402  (registers the bandit)
+
+from pgprobe import checkpoint, train  # noqa: E402
+from pgprobe.figures import fig5  # noqa: E402
+from pgprobe.pipeline import config  # noqa: E402
+from pgprobe.probes import landscape  # noqa: E402
+from pgprobe.probes.api import ProbeAgent, ProbeInputs  # noqa: E402
+
+
+def closed_form(policy, theta: np.ndarray) -> tuple[float, float]:
+    """(J, Var r) at theta for the linear policy on the bandit."""
+    p = split(policy, theta)
+    d, b = p["mean.0.weight"] - W, p["mean.0.bias"]
+    s = d @ d.T + np.diag(np.exp(2 * p["log_std"]))
+    return -(np.trace(s) + b @ b), 2 * np.trace(s @ s) + 4 * b @ s @ b
+
+
+@pytest.fixture(scope="module")
+def bandit_inputs(repo_root, tmp_path_factory):
+    """A linear TRPO agent trained 2 iterations on the bandit; its checkpoint at t = 1, as a probe's inputs."""
+    tmp = tmp_path_factory.mktemp("landscape_bandit")
+    cfg = config.load(repo_root / "params.yaml", [repo_root / "config" / "smoke.yaml"])
+    agent = config.agent_config(cfg, BANDIT, "trpo")
+    agent["train"].update(hidden=[], num_envs=64, steps_per_iter=512, iterations=2, save_every=1)
+    agent["algo_cfg"].update(obs_norm=False, reward_scaling=False)
+    train.run(agent, 0, tmp / "agent", progress=False)
+    inputs = ProbeInputs({"checkpoint": checkpoint.make(agent, 0, 1, tmp / "agent", tmp / "t1.nc")})
+    assert inputs.agent().params_count == 10 and np.linalg.norm(inputs.agent().agent_step) > 0
+    return inputs
+
+
+def bandit_cfg(points: int = 5, budgets=((2048, 8),), crn: bool = False, **kw) -> dict:
+    return {"regime": "few", "x": {"min": -0.5, "max": 1.5, "points": points},
+            "y": {"min": -1.0, "max": 1.0, "points": points}, "direction_norm": "unit", "perturb_log_std": True,
+            "budgets": [{"pairs": p, "envs": e} for p, e in budgets], "crn": crn, "many_samples": 1024, "seed": 0,
+            **kw}
+
+
+def surface(ds: xr.Dataset, agent: ProbeAgent, step: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """J and Var r at every (x, y) of ds, from the plane the artifact records."""
+    xs, ys = ds["x"].values, ds["y"].values
+    thetas = landscape.plane(agent.theta, step, ds["direction"].values, xs, ys)
+    j, var = np.array([closed_form(agent.policy, t) for t in thetas]).T
+    return j.reshape(len(xs), len(ys)), var.reshape(len(xs), len(ys))
+
+
+def test_concentration_surface_matches_the_closed_form_point_by_point(bandit_inputs):
+    # Breaks if a point is evaluated at the wrong parameters (plane, direction, step, the log-std left out),
+    # if the true reward is not the mean return, or if its standard error is misstated.
+    agent = bandit_inputs.agent()
+    ds = landscape.concentration(bandit_inputs, bandit_cfg(), progress=False)
+    np.testing.assert_array_equal(ds["step"].values, agent.agent_step)  # "few": x = 1 is theta_t+1
+    assert np.linalg.norm(ds["direction"].values) == pytest.approx(1.0)
+    assert np.all(ds["episodes"].values == 2048) and np.all(ds["pairs"].values == 2048)
+    j, var = surface(ds, agent, agent.agent_step)
+    assert np.ptp(j) > 20 * np.sqrt(var.max() / 2048)  # the plane is far from flat at this budget
+    est, sem = ds["true_reward"].isel(budget=0).values, ds["true_reward_sem"].isel(budget=0).values
+    np.testing.assert_allclose(sem, np.sqrt(var / 2048), rtol=0.15)
+    z = (est - j) / np.sqrt(var / 2048)
+    assert np.abs(z).max() < 4.0, z
+    assert 0.4 < np.mean(z**2) < 1.8, z  # independent N(0, 1) over 25 points
+
+
+def test_fig6_surface_matches_the_closed_form_with_common_random_numbers(bandit_inputs):
+    # Breaks if fig 6's plane and true reward disagree with the closed form (common random numbers make the
+    # points' errors alike, not biased).
+    agent = bandit_inputs.agent()
+    cfg = {**bandit_cfg(), "regimes": ["few"], "samples_per_point": 2048, "envs_per_point": 8}
+    ds = landscape.run(bandit_inputs, cfg, progress=False)
+    j, var = surface(ds, agent, ds["step"].sel(regime="few").values)
+    z = (ds["true_reward"].sel(regime="few").values - j) / np.sqrt(var / 2048)
+    assert np.abs(z).max() < 4.0, z
+    assert np.isfinite(ds["surrogate"].values).all()
+
+
+def test_noise_shrinks_as_one_over_sqrt_budget(bandit_inputs):
+    # Breaks if the budgets share samples or are not the stated size, or if points share samples (fig 5's
+    # noise would then not be independent per point): the rms error of the plane against the closed form
+    # is sqrt(mean Var / n) at every budget n.  81 points: each rms within ~8% (1 s.d.) of its expectation, their
+    # ratios within ~11%; the bounds are about 3 s.d. (probe seeds 0-7: rms/expected 0.81-1.13, ratios 0.79-1.12).
+    agent = bandit_inputs.agent()
+    budgets = ((16, 1), (128, 4), (1024, 16))
+    ds = landscape.concentration(bandit_inputs, bandit_cfg(points=9, budgets=budgets), progress=False)
+    j, var = surface(ds, agent, agent.agent_step)
+    rms = np.sqrt(((ds["true_reward"] - j) ** 2).mean(["x", "y"]).values)
+    expected = np.sqrt(var.mean() / np.array([n for n, _ in budgets]))
+    assert np.all((0.7 < rms / expected) & (rms / expected < 1.35)), rms / expected
+    ratios = rms[:-1] / rms[1:] / np.sqrt(8)  # budgets 8x apart
+    assert np.all((0.65 < ratios) & (ratios < 1.5)), ratios
+    # the figure's own summary says the same: its noise measure falls with the budget
+    agg = fig5.summarize(ds.expand_dims(["env", "algo", "seed", "iteration"]))
+    se = agg["noise_se"].values.ravel() * np.sqrt([n for n, _ in budgets])
+    assert np.all((0.7 < se[:-1] / se[1:]) & (se[:-1] / se[1:] < 1.15)), se  # 16 skewed returns' s.d. runs low
+    corr = agg["corr_with_largest"].values.ravel()
+    assert corr[0] < corr[1] < corr[2] == pytest.approx(1.0)
+
+
+def test_common_random_numbers_are_a_real_option(bandit_inputs):
+    # Breaks if CRN off still shares seeds (fig 5 would hide its noise) or CRN on does not (fig 6 noisier), or if
+    # two budgets share samples.
+    agent = bandit_inputs.agent()
+    same = np.stack([agent.theta, agent.theta])
+    on = agent.episodes_at(same, 64, 2, agent.evaluation_seeds(0, 2, crn=True))
+    off = agent.episodes_at(same, 64, 2, agent.evaluation_seeds(0, 2, crn=False))
+    assert np.array_equal(on[0]["return"], on[1]["return"])
+    assert not np.array_equal(off[0]["return"], off[1]["return"])
+    budgets = ((32, 1), (64, 2))
+    for crn in (False, True):
+        seeds = landscape.concentration(bandit_inputs, bandit_cfg(points=3, budgets=budgets, crn=crn),
+                                        progress=False)["evaluation_seed"].values.reshape(2, -1)
+        assert len(set(seeds[0]) & set(seeds[1])) == 0  # budgets never share a seed
+        assert [len(set(s)) for s in seeds] == ([1, 1] if crn else [9, 9])
+
+
+def test_fig5_renders(bandit_inputs, tmp_path):
+    ds = landscape.concentration(bandit_inputs, bandit_cfg(points=3, budgets=((16, 1), (64, 2), (256, 4))),
+                                 progress=False)
+    combined = xr.concat([ds.expand_dims(["env", "algo", "seed", "iteration"]).assign_coords(iteration=[i])
+                          for i in (0, 3)], "iteration")  # two rows
+    agg = fig5.summarize(combined.assign_coords(env=["bandit"], algo=["trpo"], seed=[0]))
+    fig5.render(agg, str(tmp_path / "fig5.pdf"))
+    assert (tmp_path / "fig5.pdf").stat().st_size > 5000
+    assert agg.attrs["common_random_numbers"] == 0 and agg.attrs["figure"] == "fig5"

@@ -34,10 +34,11 @@ VENV_BIN = Path(sys.executable).parent
 SKIP_TOP = {".venv", "data", "figures", "logs", ".snakemake", ".pytest_cache", ".pgprobe"}
 SMOKE = ("--configfile", "config/smoke.yaml")
 SMOKE_DVC = "pipelines/smoke/dvc.yaml"
-FIGS = ("fig1", "fig2", "fig3", "fig4", "fig6", "fig8", "curves")
-# probes: per checkpoint (fig 6's two, shared by figs 1, 2 and 4) landscape, grad_estimates, true_gradient,
-# grad_variance, grad_convergence, true_value, baseline_grads, value_error
-ALL_SMOKE = {"train": 6, "checkpoint": 2, "probe": 16, "aggregate": 7, "figure": 7, "all": 1}
+FIGS = ("fig1", "fig2", "fig3", "fig4", "fig5", "fig6", "fig7", "fig8", "curves")
+# probes: per TRPO checkpoint (fig 6's two, shared by figs 1, 2, 3, 4 and 5) landscape, grad_estimates,
+# true_gradient, grad_variance, grad_convergence, true_value, baseline_grads, value_error,
+# landscape_concentration; per PPO checkpoint (fig 7's two, of fig 8's PPO seed 0) landscape
+ALL_SMOKE = {"train": 6, "checkpoint": 4, "probe": 20, "aggregate": 9, "figure": 9, "all": 1}
 
 
 def test_snakemake_and_dvc_are_installed():
@@ -251,7 +252,8 @@ def test_smoke_pipeline_end_to_end(smoke):
     assert {"train_log", "snapshot", "checkpoint", "probe_landscape", "aggregate_fig6", "aggregate_fig8",
             "aggregate_curves", "probe_grad_estimates", "probe_true_gradient", "probe_grad_variance",
             "probe_grad_convergence", "aggregate_fig1", "aggregate_fig2", "probe_true_value",
-            "probe_baseline_grads", "aggregate_fig4", "probe_value_error", "aggregate_fig3"} <= set(kinds)
+            "probe_baseline_grads", "aggregate_fig4", "probe_value_error", "aggregate_fig3",
+            "probe_landscape_concentration", "aggregate_fig5", "aggregate_fig7"} <= set(kinds)
     gcfg = cfg["probes"]["grad_estimates"]
     for ds in kinds["probe_grad_estimates"]:  # the grid plus the agent's batch size, R independent estimates
         assert list(ds["n"].values) == sorted(set(gcfg["n_grid"]) | {cfg["train"]["steps_per_iter"]})
@@ -288,6 +290,15 @@ def test_smoke_pipeline_end_to_end(smoke):
         assert ds.sizes["x"] == lcfg["x"]["points"] and ds.sizes["y"] == lcfg["y"]["points"]
         assert (ds["episodes"].values >= 1).all()
         assert {"episode_return", "episode_discounted_return", "episode_length", "true_reward_sem"} <= set(ds)
+    assert {str(ds.coords["algo"].values) for ds in kinds["probe_landscape"]} == {"trpo", "ppo"}  # figs 6 and 7
+    ccfg = cfg["probes"]["landscape_concentration"]
+    for ds in kinds["probe_landscape_concentration"]:  # fig 5: every budget, independent samples per point
+        assert list(ds["budget"].values) == [b["pairs"] for b in ccfg["budgets"]]
+        assert (ds["pairs"].values >= ds["budget"].values[:, None, None]).all()
+        assert ds.attrs["common_random_numbers"] == 0 and ds.attrs["regime"] == ccfg["regime"]
+        assert len(np.unique(ds["evaluation_seed"].values)) == ds["evaluation_seed"].size
+    for ds in kinds["aggregate_fig5"]:
+        assert np.isfinite(ds["noise_se"].values).all() and ds.sizes["budget"] == len(ccfg["budgets"])
     # a quick or smoke run leaves the paper run alone
     assert not (smoke / "data" / "paper").exists() and not list((smoke / "figures").glob("*.pdf"))
     assert dry_run(smoke) == {}, "a second `snakemake -n` should have nothing to do"
@@ -417,7 +428,8 @@ def test_dags_agree_paper_quick_and_a_user_overlay(bare, overlay):
         (bare / "config" / "mine.yaml").write_text(yaml.safe_dump(
             {"run": "mine", "train": {"iterations": 20, "save_every": 5},
              "figures": {"fig1": {"iterations": [0, 7, 19]}, "fig2": {"iterations": [0, 19]}, "fig4": {"iterations": [0, 19]},
-                         "fig6": {"iterations": [0, 7, 19]}, "fig8": {"seeds": [4, 5]}}}))
+                         "fig5": {"iterations": [19]}, "fig6": {"iterations": [0, 7, 19]},
+                         "fig7": {"iterations": [0, 19]}, "fig8": {"seeds": [4, 5]}}}))
         overlays = ["config/mine.yaml"]
     elif overlay:
         overlays = [overlay]
@@ -500,14 +512,20 @@ def test_bad_params_fail_before_any_job(bare, case):
 
 
 # -- 6. selective recomputation, Snakemake ---------------------------------------------------
-FIG6_PROBES = {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}
+# the landscape probes of fig 6 (TRPO) and fig 7 (PPO), and the two figures
+LANDSCAPE_PROBES = {"probe": 4, "aggregate": 2, "figure": 2, "all": 1}
+# the TRPO agents (fig 6's and fig 8's: seeds 0 and 1), every probe of TRPO seed 0, every figure but fig 7 (PPO)
+TRPO_DOWN = {"train": 2, "checkpoint": 2, "probe": 18, "aggregate": 8, "figure": 8, "all": 1}
 
 
 @pytest.mark.parametrize("dotted,value,expected", [
-    ("probes.landscape.y.points", 5, FIG6_PROBES),
+    ("probes.landscape.y.points", 5, LANDSCAPE_PROBES),
+    # fig 5's probes only: fig 6's landscapes share the code, not the params
+    ("probes.landscape_concentration.crn", True, {"probe": 2, "aggregate": 1, "figure": 1, "all": 1}),
     # the TRPO agents (fig 6's and fig 8's: seeds 0 and 1) and everything downstream; PPO agents stay
-    ("algos.trpo.max_kl", 0.05, {"train": 2, "checkpoint": 2, "probe": 16, "aggregate": 7, "figure": 7, "all": 1}),
-    ("algos.ppo.clip_eps", 0.3, {"train": 2, "aggregate": 2, "figure": 2, "all": 1}),
+    ("algos.trpo.max_kl", 0.05, TRPO_DOWN),
+    # the PPO agents, fig 7's checkpoints and landscapes of seed 0, figs 7, 8 and the curves
+    ("algos.ppo.clip_eps", 0.3, {"train": 2, "checkpoint": 2, "probe": 2, "aggregate": 3, "figure": 3, "all": 1}),
     ("env_overrides.Humanoid-v5.ppo_m.lr", 2e-4, {"train": 2, "aggregate": 2, "figure": 2, "all": 1}),
     ("train.gamma", 0.98, ALL_SMOKE),
     # a new iteration: its checkpoint and probe only, then fig 6's aggregate and figure
@@ -532,7 +550,8 @@ def test_snakemake_reruns_only_what_a_param_reaches(smoke, dotted, value, expect
 
 
 @pytest.mark.parametrize("source,expected", [
-    ("probes/landscape.py", FIG6_PROBES),
+    ("probes/landscape.py", {"probe": 6, "aggregate": 3, "figure": 3, "all": 1}),  # figs 5, 6 and 7
+    ("figures/fig6.py", {"aggregate": 3, "figure": 3, "all": 1}),  # fig 7 is fig 6's drawing, fig 5 its heatmap
     ("figures/fig8.py", {"aggregate": 1, "figure": 1, "all": 1}),
     # the gradient probes, and fig 4's (baselines.py imports its helpers)
     ("probes/gradients.py", {"probe": 12, "aggregate": 3, "figure": 3, "all": 1}),
@@ -611,7 +630,7 @@ def test_checkout_mtimes_do_not_rerun(dvc_committed, metadata, order):
         # ... and a changed param is still seen, from the records alone
         with params_changed(root, "probes.landscape.y.points", 5):
             out = sh(root, "snakemake", "-n", *SMOKE).stdout
-            assert job_counts(out) == FIG6_PROBES, reasons(out)
+            assert job_counts(out) == LANDSCAPE_PROBES, reasons(out)
     assert dvc_status(root) == {}
 
 
@@ -630,7 +649,6 @@ def test_an_input_made_with_other_params_fails_naming_the_file_and_keys(smoke, t
 
 
 # -- 7b. sharing through a DVC remote: a colleague's fresh clone ------------------------------
-TRPO_DOWN = {"train": 2, "checkpoint": 2, "probe": 14, "aggregate": 6, "figure": 6, "all": 1}
 
 
 @pytest.fixture(scope="module")
@@ -669,7 +687,7 @@ def test_a_pulled_clone_recomputes_nothing(pulled):
 
 @pytest.mark.parametrize("order", MTIME_ORDERS)
 @pytest.mark.parametrize("dotted,value,expected", [
-    ("probes.landscape.y.points", 5, FIG6_PROBES),  # that probe and downstream
+    ("probes.landscape.y.points", 5, LANDSCAPE_PROBES),  # that probe and downstream
     ("algos.trpo.max_kl", 0.05, TRPO_DOWN),  # those agents and downstream
 ])
 def test_a_pulled_clone_reruns_only_what_a_change_reaches(pulled, order, dotted, value, expected):
@@ -683,7 +701,7 @@ def test_a_pulled_clone_reruns_only_what_a_change_reaches(pulled, order, dotted,
 
 
 def test_a_pulled_clone_really_reruns_one_probe_in_both_runners(pulled):
-    fig6_jobs = {k: v for k, v in FIG6_PROBES.items() if k != "all"}
+    fig6_jobs = {k: v for k, v in LANDSCAPE_PROBES.items() if k != "all"}
     try:
         with params_changed(pulled, "probes.landscape.y.points", 5):
             out = sh(pulled, "dvc", "repro", SMOKE_DVC, timeout=900).stdout
@@ -693,7 +711,7 @@ def test_a_pulled_clone_really_reruns_one_probe_in_both_runners(pulled):
             sh(pulled, "dvc", "checkout", SMOKE_DVC, "--force")
             _scramble_mtimes(pulled_files(pulled))
             out = sh(pulled, "snakemake", "--cores", "2", *SMOKE, timeout=900).stdout
-            assert job_counts(out) == FIG6_PROBES, out[-3000:]
+            assert job_counts(out) == LANDSCAPE_PROBES, out[-3000:]
             assert dry_run(pulled) == {}
     finally:
         sh(pulled, "git", "checkout", "HEAD", "--", "pipelines/smoke/dvc.lock")
@@ -722,7 +740,8 @@ def test_dvc_status_names_only_the_trpo_agents_for_a_trpo_param(dvc_committed):
         changed = set(dvc_status(root))
     trpo_train = {n for n in dvc_stages(root) if n.startswith("train-") and "-trpo-" in n}
     # dvc status names the stages whose own params or code changed (downstream ones follow in repro)
-    assert changed == trpo_train | {n for n in dvc_stages(root) if n.startswith(("checkpoint-", "probe-"))}, changed
+    trpo_downstream = {n for n in dvc_stages(root) if n.startswith(("checkpoint-", "probe-")) and "-trpo-" in n}
+    assert changed == trpo_train | trpo_downstream, changed
 
 
 def test_dvc_status_and_repro_are_selective(dvc_committed):
@@ -732,18 +751,20 @@ def test_dvc_status_and_repro_are_selective(dvc_committed):
     assert dvc_status(root) == {}, "after `dvc commit` of the Snakemake run, DVC should see it as up to date"
     stages = dvc_stages(root)
     probes = {n for n in stages if stage_kind(n) == "probe" and n.startswith("probe-landscape-")}
-    assert len(probes) == 2
+    assert len(probes) == 4  # figs 6 and 7
+    concentration = {n for n in stages if n.startswith("probe-landscape_concentration-")}
+    assert len(concentration) == 2
     landscape = root / "src" / "pgprobe" / "probes" / "landscape.py"
     with edited(landscape, lambda t: t + "\n# a comment that changes the file's bytes\n"):
-        assert set(dvc_status(root)) == probes
+        assert set(dvc_status(root)) == probes | concentration
     assert dvc_status(root) == {}
     lock_before = yaml.safe_load((root / "pipelines/smoke/dvc.lock").read_text())["stages"]
     with params_changed(root, "probes.landscape.y.points", 5):
         assert set(dvc_status(root)) == probes
         out = sh(root, "dvc", "repro", SMOKE_DVC, timeout=900).stdout
         ran = set(re.findall(r"Running stage '(?:[^']*:)?([^']+)'", out))
-        fig6_downstream = probes | {"aggregate-fig6", "figure-fig6"}
-        assert ran == fig6_downstream, out[-3000:]
+        downstream = probes | {"aggregate-fig6", "figure-fig6", "aggregate-fig7", "figure-fig7"}
+        assert ran == downstream, out[-3000:]
         lock_after = yaml.safe_load((root / "pipelines/smoke/dvc.lock").read_text())["stages"]
         for name in set(stages) - ran:
             assert lock_after[name] == lock_before[name], name

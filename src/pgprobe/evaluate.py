@@ -11,6 +11,11 @@ differences between policies are not swamped by sampling noise.  Each slot start
 episodes until it has taken `min_steps` steps and then finishes the episode it is in:
 every return is of a complete episode, and the mean is not biased towards short
 episodes by a cut-off.
+
+Common random numbers are an option: `seed` may instead give each policy its own seed, and
+then policy p's slot j draws from `[seed[p], j]` and
+`[seed[p], j, i, NOISE_TAG]`: independent samples per policy (fig 5 shows the noise they
+leave).  A single seed is the same as every policy having it.
 """
 from __future__ import annotations
 
@@ -37,7 +42,8 @@ class EpisodeNoise:
     """Action noise keyed by (slot, episode, step) for N envs.
 
     An env in episode i of slot j takes, at step s of that episode, row s of the stream of
-    `np.random.default_rng([seed, j, i, NOISE_TAG])` (act_dim standard normals per row).  Each env
+    `np.random.default_rng([seed, j, i, NOISE_TAG])` (act_dim standard normals per row; `seed`: one
+    for every env, or each env's own).  Each env
     draws its episode's stream ahead into its own buffer, FIRST_FILL rows at the start and then up
     to `block` rows at a time, so the per-step work is one gather for all envs.  A Generator fills
     an (r, d) array with the same numbers as r draws of (d,), so the rows do not depend on the block
@@ -45,10 +51,11 @@ class EpisodeNoise:
     Memory: num_envs x block x act_dim floats (Humanoid, 1296 envs in one process: 45 MB).
     """
 
-    def __init__(self, seed: int, num_envs: int, act_dim: int, block: int = NOISE_BLOCK):
+    def __init__(self, seed, num_envs: int, act_dim: int, block: int = NOISE_BLOCK):
         if block < 1:
             raise ValueError(f"noise block must be at least 1 step, got {block}")
-        self.seed, self.block = seed, block
+        self.seeds = np.broadcast_to(np.asarray(seed, np.int64), (num_envs,))  # one seed, or one per env
+        self.block = block
         self.buf = np.empty((num_envs, block, act_dim))
         self.pos = np.zeros(num_envs, np.int64)  # next row of buf[e] to use
         self.fill = np.zeros(num_envs, np.int64)  # rows of buf[e] drawn
@@ -56,7 +63,7 @@ class EpisodeNoise:
 
     def start(self, e: int, slot: int, episode: int) -> None:
         """Env `e` starts episode `episode` of slot `slot`: its noise restarts at that episode's step 0."""
-        self.gens[e] = np.random.default_rng([self.seed, int(slot), int(episode), NOISE_TAG])
+        self.gens[e] = np.random.default_rng([int(self.seeds[e]), int(slot), int(episode), NOISE_TAG])
         self._draw_ahead(e, min(FIRST_FILL, self.block))
 
     def _draw_ahead(self, e: int, rows: int) -> None:
@@ -75,11 +82,39 @@ class EpisodeNoise:
         return self.buf[idx, pos]
 
 
+def policy_seeds(seed, k: int) -> np.ndarray:
+    """(k,) seeds: one seed shared by every policy (common random numbers), or one per policy."""
+    seeds = np.asarray(seed, np.int64)
+    if seeds.ndim == 0:
+        return np.full(k, int(seeds))
+    if seeds.shape != (k,):
+        raise ValueError(f"expected one seed or one per policy ({k}), got shape {seeds.shape}")
+    return seeds
+
+
+class EpisodeSeeds:
+    """The reset seed of episode i of slot j under `seed`: the i-th draw of `default_rng([seed, j])`, so
+    every policy with that seed resets its slot's episodes alike."""
+
+    def __init__(self):
+        self.rngs: dict = {}
+        self.drawn: dict = {}
+
+    def __call__(self, seed, slot: int, episode: int) -> int:
+        key = (int(seed), int(slot))
+        if key not in self.rngs:
+            self.rngs[key], self.drawn[key] = np.random.default_rng(list(key)), []
+        while len(self.drawn[key]) <= episode:
+            self.drawn[key].append(int(self.rngs[key].integers(2**31 - 1)))
+        return self.drawn[key][episode]
+
+
 def episodes(env_id: str, weights, obs_mean: np.ndarray, obs_std: np.ndarray, obs_clip,
-             min_steps: int, envs_per_policy: int, seed: int, report=None, *, clip_actions: bool,
+             min_steps: int, envs_per_policy: int, seed, report=None, *, clip_actions: bool,
              gamma: float = 1.0, noise_block: int = NOISE_BLOCK) -> list[dict]:
     """Per policy, its complete episodes: {"return", "discounted_return" (by `gamma`), "length"},
-    arrays in the order the episodes ended.  `weights` is a PolicyWeights of K policies.
+    arrays in the order the episodes ended.  `weights` is a PolicyWeights of K policies; `seed` one int
+    (common random numbers across them) or K ints (each policy its own samples).
 
     `min_steps` is per environment slot: a policy takes at least min_steps * envs_per_policy steps.
     `report`, if given, is called now and then with the number of steps towards that total
@@ -90,22 +125,16 @@ def episodes(env_id: str, weights, obs_mean: np.ndarray, obs_std: np.ndarray, ob
     """
     k, m = weights.log_std.shape[0], envs_per_policy
     venv = VecEnv(env_id, k * m, clip_actions=clip_actions)
-    slot_rngs = [np.random.default_rng([seed, j]) for j in range(m)]
-    episode_seeds = [[] for _ in range(m)]  # episode i of slot j -> the same seed for every policy
-
-    def seed_for(j: int, i: int) -> int:
-        while len(episode_seeds[j]) <= i:
-            episode_seeds[j].append(int(slot_rngs[j].integers(2**31 - 1)))
-        return episode_seeds[j][i]
-
     n = k * m  # env e runs policy e // m in slot e % m
-    noise = EpisodeNoise(seed, n, venv.act_dim, noise_block)
+    env_seeds = np.repeat(policy_seeds(seed, k), m)
+    seed_for = EpisodeSeeds()
+    noise = EpisodeNoise(env_seeds, n, venv.act_dim, noise_block)
     episode_idx, steps = np.zeros(n, np.int64), np.zeros(n, np.int64)
     discounted, discount = np.zeros(n), np.ones(n)
     active = np.arange(n)
     found: list[list[tuple]] = [[] for _ in range(k)]
     for e in range(n):
-        venv.reset_one(e, seed_for(e % m, 0))
+        venv.reset_one(e, seed_for(env_seeds[e], e % m, 0))
         noise.start(e, e % m, 0)
     std = np.repeat(np.exp(weights.log_std), m, axis=0)  # (n, act_dim)
     t, reported = 0, 0
@@ -127,7 +156,7 @@ def episodes(env_id: str, weights, obs_mean: np.ndarray, obs_std: np.ndarray, ob
                 finished.append(e)
                 continue
             episode_idx[e] += 1
-            venv.reset_one(e, seed_for(e % m, int(episode_idx[e])))
+            venv.reset_one(e, seed_for(env_seeds[e], e % m, int(episode_idx[e])))
             noise.start(e, e % m, int(episode_idx[e]))
         if finished:
             active = np.setdiff1d(active, finished)
@@ -148,10 +177,11 @@ def episode_returns(*args, **kw) -> list[list[float]]:
 
 
 def parallel_episodes(env_id: str, weights, obs_mean, obs_std, obs_clip, min_steps: int,
-                      envs_per_policy: int, seed: int, workers: int, progress: bool = False, *,
+                      envs_per_policy: int, seed, workers: int, progress: bool = False, *,
                       clip_actions: bool, gamma: float = 1.0) -> list[dict]:
     """`episodes` with the policies split across worker processes (same numbers as one process).
 
+    `seed`: as in `episodes` (one, or one per policy).
     `progress`: a tqdm bar (stderr) of env steps towards min_steps per slot, over all workers.
     `clip_actions`: as in `episodes` (required: the caller states the agent's setting).
     """
@@ -164,14 +194,15 @@ def parallel_episodes(env_id: str, weights, obs_mean, obs_std, obs_clip, min_ste
             return episodes(env_id, weights, obs_mean, obs_std, obs_clip, min_steps, envs_per_policy,
                             seed, bar.update if progress else None, **kw)
         chunk = math.ceil(k / workers)
-        parts = [weights.select(slice(i, i + chunk)) for i in range(0, k, chunk)]
+        seeds = policy_seeds(seed, k)
+        parts = [(weights.select(slice(i, i + chunk)), seeds[i:i + chunk]) for i in range(0, k, chunk)]
         ctx = mp.get_context("spawn")
         with (ctx.Manager() if progress else nullcontext()) as manager, \
                 ProcessPoolExecutor(len(parts), mp_context=ctx) as pool:
             queue = manager.Queue() if progress else None
             futures = [pool.submit(episodes, env_id, w, obs_mean, obs_std, obs_clip, min_steps,
-                                   envs_per_policy, seed, None if queue is None else queue.put, **kw)
-                       for w in parts]
+                                   envs_per_policy, s, None if queue is None else queue.put, **kw)
+                       for w, s in parts]
             running = True
             while running:
                 running = bool(wait(futures, timeout=1.0).not_done)

@@ -1,4 +1,4 @@
-"""Fig 6 (and 7): surrogate objective beside true reward on the plane (step, random direction).
+"""Fig 6 (and fig 7, figures/fig7.py): surrogate objective beside true reward on the plane (step, random direction).
 
 Rows: training iterations.  For each regime (the step from the agent's own batch, and from many
 samples): the surrogate, the true reward (one colour scale per row for each of the two), and the
@@ -20,18 +20,26 @@ CAPTION = ("Surrogate objective (on the batch that made the step) beside the tru
            "along the step, while the true reward, past early training, does not rise along it as promised.")
 
 
-def summarize(combined: xr.Dataset) -> xr.Dataset:
+def step_gain(da: xr.DataArray) -> xr.DataArray:
+    """da at (x, y) = (1, 0) minus at (0, 0): the gain one full step promises or gives."""
+    at = dict(y=0.0, method="nearest")
+    return (da.sel(x=1.0, **at) - da.sel(x=0.0, **at)).drop_vars(["x", "y"], errors="ignore")
+
+
+def step_gain_se(sem: xr.DataArray) -> xr.DataArray:
+    """Standard error of `step_gain` of the true reward, the two points taken as independent."""
+    at = dict(y=0.0, method="nearest")
+    return np.hypot(sem.sel(x=1.0, **at), sem.sel(x=0.0, **at)).drop_vars(["x", "y"], errors="ignore")
+
+
+def summarize(combined: xr.Dataset, figure: str = "fig6") -> xr.Dataset:
     """The first env and algo of the run; per agent and iteration, the gain along the step (x: 0 -> 1,
     y = 0) of the surrogate and of the true reward, with the latter's standard error."""
     ds = combined[list(VARIABLES)].isel(env=0, algo=0)
-    at = dict(y=0.0, method="nearest")
-    r0, r1 = ds["true_reward"].sel(x=0.0, **at), ds["true_reward"].sel(x=1.0, **at)
-    s0, s1 = ds["true_reward_sem"].sel(x=0.0, **at), ds["true_reward_sem"].sel(x=1.0, **at)
-    ds["true_gain"] = (r1 - r0).assign_attrs(long_name="true reward at (1, 0) minus at (0, 0)")
-    ds["true_gain_se"] = np.sqrt(s0**2 + s1**2).assign_attrs(long_name="standard error of true_gain "
-                                                                       "(the two points taken as independent)")
-    ds["surrogate_gain"] = (ds["surrogate"].sel(x=1.0, **at) - ds["surrogate"].sel(x=0.0, **at)).assign_attrs(
-        long_name="surrogate at (1, 0) minus at (0, 0)")
+    ds["true_gain"] = step_gain(ds["true_reward"]).assign_attrs(long_name="true reward at (1, 0) minus at (0, 0)")
+    ds["true_gain_se"] = step_gain_se(ds["true_reward_sem"]).assign_attrs(
+        long_name="standard error of true_gain (the two points taken as independent)")
+    ds["surrogate_gain"] = step_gain(ds["surrogate"]).assign_attrs(long_name="surrogate at (1, 0) minus at (0, 0)")
     line = ds.sel(y=0.0, method="nearest")
     w = 1.0 / line["true_reward_sem"] ** 2  # weighted least squares along the step
     dx = line["x"] - (w * line["x"]).sum("x") / w.sum("x")
@@ -41,13 +49,25 @@ def summarize(combined: xr.Dataset) -> xr.Dataset:
     sx = line["x"] - line["x"].mean()
     ds["surrogate_slope"] = ((sx * line["surrogate"]).sum("x") / (sx**2).sum("x")).assign_attrs(
         long_name="least-squares slope of the surrogate along the step (y = 0), per full step")
-    ds.attrs.update({"figure": "fig6", "env": str(combined["env"].values[0]), "algo": str(combined["algo"].values[0])})
+    ds.attrs.update({"figure": figure, "env": str(combined["env"].values[0]), "algo": str(combined["algo"].values[0])})
     return ds.drop_vars(["x_nearest", "y_nearest"], errors="ignore")
 
 
 def _row_limits(ds, it, var):
     z = ds[var].sel(iteration=it).values
     return np.nanmin(z), np.nanmax(z)
+
+
+def heatmap(fig, ax, x, y, z, limits) -> None:
+    """z (x, y) on the plane, colour scale `limits` (vmin, vmax), with the panel's own contours and the
+    lines x = 0 (theta_t) and x = 1 (one full step)."""
+    z = np.asarray(z).T
+    mesh = ax.pcolormesh(x, y, z, shading="nearest", cmap="viridis", vmin=limits[0], vmax=limits[1])
+    if np.isfinite(z).sum() > 3 and np.nanmax(z) > np.nanmin(z):  # the panel's own shape, whatever the row's scale
+        ax.contour(x, y, z, levels=6, colors="white", linewidths=0.4, alpha=0.7)
+    ax.axvline(0, color="w", lw=0.6, ls=":")
+    ax.axvline(1, color="r", lw=0.8, ls="--")
+    fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02)
 
 
 def draw(ds: xr.Dataset, seed_index: int = 0):
@@ -67,14 +87,7 @@ def draw(ds: xr.Dataset, seed_index: int = 0):
             n = int(row["batch_size"])
             for c, var in enumerate(("surrogate", "true_reward")):
                 ax = axes[i, 3 * r + c]
-                mesh = ax.pcolormesh(x, y, row[var].values.T, shading="nearest", cmap="viridis",
-                                     vmin=limits[var][0], vmax=limits[var][1])
-                z = row[var].values.T
-                if np.isfinite(z).sum() > 3 and np.nanmax(z) > np.nanmin(z):  # the panel's own shape, whatever the row's scale
-                    ax.contour(x, y, z, levels=6, colors="white", linewidths=0.4, alpha=0.7)
-                ax.axvline(0, color="w", lw=0.6, ls=":")
-                ax.axvline(1, color="r", lw=0.8, ls="--")
-                fig.colorbar(mesh, ax=ax, fraction=0.046, pad=0.02)
+                heatmap(fig, ax, x, y, row[var].values, limits[var])
                 if i == 0:
                     ax.set_title(f"{'surrogate' if c == 0 else 'true reward'}\nstep from {n} pairs", fontsize=9)
                 if i == len(iters) - 1:
@@ -100,10 +113,7 @@ def _slice(ax, row, x, first: bool, n: int, text_y: float) -> None:  # row: one 
     ax.errorbar(x, line["true_reward"].values, yerr=line["true_reward_sem"].values, fmt="o-", ms=3, lw=1,
                 capsize=2, color="k")
     ax.axvline(1, color="r", lw=0.8, ls="--")
-    gain = float(line["true_reward"].sel(x=1.0, method="nearest") - line["true_reward"].sel(x=0.0, method="nearest"))
-    se = float(np.hypot(line["true_reward_sem"].sel(x=1.0, method="nearest"),
-                        line["true_reward_sem"].sel(x=0.0, method="nearest")))
-    sgain = float(line["surrogate"].sel(x=1.0, method="nearest") - line["surrogate"].sel(x=0.0, method="nearest"))
+    gain, se, sgain = (float(row[v]) for v in ("true_gain", "true_gain_se", "surrogate_gain"))
     ax.set_title(f"true reward at y=0\nstep from {n} pairs" if first else "", fontsize=9)
     ax.text(0.0, text_y, f"true: gain(0->1) {gain:+.3g} +- {se:.2g}, slope {float(row['true_slope']):+.3g} "
                          f"+- {float(row['true_slope_se']):.2g}\nsurrogate: gain(0->1) {sgain:+.3g}",

@@ -139,10 +139,14 @@ def _check_figures(cfg: dict, check_envs: bool = True) -> None:
 
 
 def _check_landscape(cfg: dict) -> None:
-    """The grid holds theta_t (x = 0) and theta_t+1 (x = 1), and y = 0."""
+    """The grid holds theta_t (x = 0) and theta_t+1 (x = 1), and y = 0; budgets (pairs per point) increase."""
     import numpy as np
 
     for name, block in cfg.get("probes", {}).items():
+        pairs = [b["pairs"] for b in block.get("budgets", [])]
+        if any(a >= b for a, b in zip(pairs, pairs[1:])):
+            raise ConfigError(f"params: probes.{name}.budgets: pairs must increase from one budget to the next, "
+                              f"got {pairs}")
         if "x" not in block or "y" not in block:
             continue
         for axis, must in (("x", (0.0, 1.0)), ("y", (0.0,))):

@@ -34,6 +34,9 @@ class Figure:
 PROBES = {
     # paper scale: the many-sample batch (10^6 Humanoid pairs, float32 obs) is ~5 GB
     "landscape": Probe("pgprobe.probes.landscape", "probes.landscape", threads="all", mem_mb=8000),
+    # fig 5: the same plane and code, true reward only at several budgets, independent samples
+    "landscape_concentration": Probe("pgprobe.probes.landscape", "probes.landscape_concentration", threads="all",
+                                     mem_mb=8000, entry="concentration"),
     # figs 1 and 2: the estimates (paper: 10 x 10^5 Humanoid pairs, one repeat's batch in memory at a time),
     # g* from chunks of the agent's batch, and the two small derived files the figures aggregate
     "grad_estimates": Probe("pgprobe.probes.gradients", "probes.grad_estimates", entry="grad_estimates"),
@@ -56,7 +59,9 @@ FIGURES = {
     "fig2": Figure("pgprobe.figures.fig2", reads="probe:grad_convergence"),
     "fig3": Figure("pgprobe.figures.fig3", reads="probe:value_error"),
     "fig4": Figure("pgprobe.figures.fig4", reads="probe:baseline_grads"),
+    "fig5": Figure("pgprobe.figures.fig5", reads="probe:landscape_concentration"),
     "fig6": Figure("pgprobe.figures.fig6", reads="probe:landscape"),
+    "fig7": Figure("pgprobe.figures.fig7", reads="probe:landscape"),
     "fig8": Figure("pgprobe.figures.fig8", reads="train_log"),
     "curves": Figure("pgprobe.figures.curves", reads="train_log"),
 }

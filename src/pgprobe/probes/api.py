@@ -57,10 +57,18 @@ class ProbeAgent:
         stays the key's last word, so no key ends in 0."""
         return np.random.default_rng([seed, self.seed, self.iteration, *map(int, index), STREAMS[stream]])
 
-    def evaluation_seed(self, seed: int) -> int:
+    def evaluation_seed(self, seed: int, index: tuple = ()) -> int:
         """The seed of a true-reward evaluation: common to every point of a plane, not to other agents or
-        iterations."""
-        return int(self.rng(seed, "evaluation").integers(2**31 - 1))
+        iterations; `index` tells apart independent evaluations (as in `rng`)."""
+        return int(self.rng(seed, "evaluation", index).integers(2**31 - 1))
+
+    def evaluation_seeds(self, seed: int, points: int, crn: bool, index: tuple = ()):
+        """What `episodes_at` takes as its seed for `points` parameter vectors: with common random numbers
+        one seed for all of them (`evaluation_seed(seed, index)`); without, one per point, derived from
+        the point's place in the list (`evaluation_seed(seed, (*index, point))`): independent samples."""
+        if crn:
+            return self.evaluation_seed(seed, index)
+        return np.array([self.evaluation_seed(seed, (*index, k)) for k in range(points)], np.int64)
 
     @classmethod
     def load(cls, path: str | Path) -> "ProbeAgent":
@@ -196,10 +204,11 @@ class ProbeAgent:
     def policy_weights(self, thetas: np.ndarray) -> PolicyWeights:
         return PolicyWeights.from_flat(self._trainer.policy, np.atleast_2d(thetas))
 
-    def episodes_at(self, thetas: np.ndarray, min_steps: int, envs_per_policy: int, seed: int,
+    def episodes_at(self, thetas: np.ndarray, min_steps: int, envs_per_policy: int, seed,
                     workers: int = 1, progress: bool = False) -> list[dict]:
         """Complete episodes of each parameter vector (return, discounted return with the agent's gamma,
-        length), with common random numbers across vectors; see evaluate.episodes."""
+        length); `seed` one int (common random numbers across vectors) or one per vector (independent
+        samples), see `evaluation_seeds` and evaluate.episodes."""
         mean, std, clip = self.observation_transform()
         return parallel_episodes(self.env, self.policy_weights(thetas), mean, std, clip, min_steps,
                                  envs_per_policy, seed, workers, progress=progress,

@@ -3,10 +3,15 @@
 The plane is theta(x, y) = theta_t + x * step + y * d: `step` is the update the algorithm takes
 (x = 1 is one full step, theta_t+1), `d` a random Gaussian direction.  Two regimes: "few", the
 agent's own step on its own batch; "many", the same algorithm's step from theta_t on a fresh batch
-of `many_samples` pairs (collected as the agent collects, normalisers frozen).  The surrogate is
-the algorithm's own objective on the batch that made the step; the true reward is the mean return
-of complete episodes, at least `samples_per_point` pairs per point, with common random numbers
-across the plane (each environment slot's episodes and action noise keyed by slot, episode, step).
+of `many_samples` pairs (collected as the agent collects, normalisers frozen).
+
+`run` (figs 6 and 7): for each regime, the surrogate (the algorithm's own objective on the batch
+that made the step) and the true reward (the mean return of complete episodes, at least
+`samples_per_point` pairs per point, with common random numbers across the plane: each
+environment slot's episodes and action noise keyed by slot, episode, step).
+
+`concentration` (fig 5): one regime's plane, true reward only, at several budgets of pairs per
+point; independent samples per point and per budget unless `crn` (the noise is what it shows).
 
 A TRPO step that the line search rejected is zero; the plane then uses the full step TRPO
 proposed (recorded as `step_rejected`), rather than collapsing to a line.
@@ -20,6 +25,9 @@ from tqdm import tqdm
 from .api import ProbeAgent, ProbeInputs
 
 REGIMES = ("few", "many")
+# Fig 5's budgets: the paper's caption (pairs per point) and the talk (trajectories per point)
+PAPER_BUDGET_PAIRS = (2_000, 20_000, 1_000_000)
+TALK_BUDGET_TRAJECTORIES = (20, 200, 1000)
 
 
 def random_direction(policy, rng: np.random.Generator, norm: str, perturb_log_std: bool) -> np.ndarray:
@@ -67,88 +75,175 @@ def regime_step(agent: ProbeAgent, regime: str, cfg: dict):
     return (np.asarray(proposed, np.float64) if rejected else step), data, rejected
 
 
+def plane(theta: np.ndarray, step: np.ndarray, direction: np.ndarray, xs, ys) -> np.ndarray:
+    """(len(xs) * len(ys), P): theta + x * step + y * direction, x-major (point k is x[k // ny], y[k % ny])."""
+    return (theta[None, None] + xs[:, None, None] * step + ys[None, :, None] * direction).reshape(-1, theta.size)
+
+
+def direction_of(agent: ProbeAgent, cfg: dict) -> np.ndarray:
+    """The plane's random direction: the same for every probe of this agent and iteration with this seed."""
+    return random_direction(agent.policy, agent.rng(cfg["seed"], "direction"), cfg["direction_norm"],
+                            cfg["perturb_log_std"])
+
+
+def slot_steps(pairs: int, envs: int) -> int:
+    """Steps each of a point's `envs` slots takes so that the point gets at least `pairs` pairs."""
+    return -(-int(pairs) // int(envs))
+
+
+def step_facts(agent: ProbeAgent, regime: str, cfg: dict, direction: np.ndarray) -> dict:
+    """One regime's step, the batch that made it, and the step's and the direction's size in KL."""
+    step, data, rejected = regime_step(agent, regime, cfg)
+    return {"step": step, "data": data, "rejected": rejected,
+            "kl_step": agent.mean_kl(data, agent.theta + step),
+            "kl_direction": agent.mean_kl(data, agent.theta + direction),
+            "batch_size": agent.agent_batch.n if regime == "few" else cfg["many_samples"]}
+
+
 def run(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True) -> xr.Dataset:
+    """Figs 6 and 7: surrogate and true reward on each regime's plane, common random numbers."""
     agent = inputs.agent()
     xs, ys = grid(cfg)
-    direction = random_direction(agent.policy, agent.rng(cfg["seed"], "direction"), cfg["direction_norm"],
-                                 cfg["perturb_log_std"])
+    direction = direction_of(agent, cfg)
     regimes = [r for r in REGIMES if r in cfg["regimes"]]
-    per_slot = -(-cfg["samples_per_point"] // cfg["envs_per_point"])
-    out = {k: [] for k in ("step", "rejected", "surrogate", "kl_step", "kl_direction", "episodes")}
+    facts, surrogates, episodes = [], [], []
     for regime in tqdm(regimes, desc="landscape regimes", disable=not progress):
-        step, data, rejected = regime_step(agent, regime, cfg)
-        thetas = (agent.theta[None, None] + xs[:, None, None] * step + ys[None, :, None] * direction)
-        thetas = thetas.reshape(-1, agent.theta.size)
-        out["step"].append(step)
-        out["rejected"].append(rejected)
-        out["surrogate"].append(agent.surrogate(data, thetas).reshape(len(xs), len(ys)))
-        out["kl_step"].append(agent.mean_kl(data, agent.theta + step))
-        out["kl_direction"].append(agent.mean_kl(data, agent.theta + direction))
-        out["episodes"].append(agent.episodes_at(thetas, per_slot, cfg["envs_per_point"],
-                                                 agent.evaluation_seed(cfg["seed"]), workers=threads,
-                                                 progress=progress))
-    return _dataset(agent, cfg, regimes, xs, ys, direction, out)
+        f = step_facts(agent, regime, cfg, direction)
+        thetas = plane(agent.theta, f["step"], direction, xs, ys)
+        facts.append(f)
+        surrogates.append(agent.surrogate(f["data"], thetas).reshape(len(xs), len(ys)))
+        episodes.append(agent.episodes_at(thetas, slot_steps(cfg["samples_per_point"], cfg["envs_per_point"]),
+                                          cfg["envs_per_point"], agent.evaluation_seed(cfg["seed"]),
+                                          workers=threads, progress=progress))
+    ds = xr.Dataset(
+        {**episode_vars(episodes, "regime", len(xs), len(ys), agent.gamma),
+         **step_vars(facts, ("regime",), direction),
+         "surrogate": (("regime", "x", "y"), np.array(surrogates),
+                       {"long_name": "the algorithm's surrogate objective on the batch that made the step"})},
+        coords=_coords(xs, ys, regime=list(regimes)))
+    ds.attrs.update(plane_attrs(agent, cfg))
+    ds.attrs.update({"samples_per_point": cfg["samples_per_point"], "envs_per_point": cfg["envs_per_point"],
+                     "common_random_numbers": "episodes and action noise keyed by (slot, episode, step), "
+                                              "shared by every point of the plane (not by other agents or iterations)",
+                     "surrogate_definition": _surrogate_definition(agent.kind)})
+    return ds
 
 
-def _dataset(agent: ProbeAgent, cfg: dict, regimes, xs, ys, direction, out) -> xr.Dataset:
-    shape = (len(regimes), len(xs), len(ys))
-    n_ep = max(len(e["return"]) for per_regime in out["episodes"] for e in per_regime)
+def concentration(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True) -> xr.Dataset:
+    """Fig 5: the true reward on `cfg["regime"]`'s plane at each of `cfg["budgets"]` (pairs per point, split
+    over that budget's `envs` slots).  Without `crn` every point and every budget has its own seed
+    (`ProbeAgent.evaluation_seeds`): independent samples, none shared between budgets."""
+    agent = inputs.agent()
+    xs, ys = grid(cfg)
+    direction = direction_of(agent, cfg)
+    facts = step_facts(agent, cfg["regime"], cfg, direction)
+    thetas = plane(agent.theta, facts["step"], direction, xs, ys)
+    seeds, episodes = [], []
+    for b, budget in enumerate(tqdm(cfg["budgets"], desc="landscape budgets", disable=not progress)):
+        seed = agent.evaluation_seeds(cfg["seed"], len(thetas), cfg["crn"], index=(b,))
+        seeds.append(np.broadcast_to(seed, len(thetas)).reshape(len(xs), len(ys)))
+        episodes.append(agent.episodes_at(thetas, slot_steps(budget["pairs"], budget["envs"]), budget["envs"], seed,
+                                          workers=threads, progress=progress))
+    pairs = [b["pairs"] for b in cfg["budgets"]]
+    ds = xr.Dataset(
+        {**episode_vars(episodes, "budget", len(xs), len(ys), agent.gamma),
+         **step_vars([facts], (), direction),
+         "evaluation_seed": (("budget", "x", "y"), np.array(seeds, np.int64),
+                             {"long_name": "seed of the point's episodes and action noise (evaluate.episodes)"}),
+         "budget_envs": (("budget",), np.array([b["envs"] for b in cfg["budgets"]]),
+                         {"long_name": "env slots per point: each runs complete episodes until it has taken "
+                                       "pairs/envs steps"})},
+        coords=_coords(xs, ys, budget=("budget", pairs, {"long_name": "state-action pairs per point (at least)"})))
+    ds.attrs.update({**plane_attrs(agent, cfg), **_concentration_attrs(cfg)})
+    return ds
+
+
+def _concentration_attrs(cfg: dict) -> dict:
+    """Fig 5's sampling, and the choices the paper leaves open."""
+    return {
+        "regime": cfg["regime"],
+        "common_random_numbers": int(cfg["crn"]),
+        "sampling": ("common random numbers: one seed per budget, shared by every point" if cfg["crn"] else
+                     "independent: every point at every budget has its own seed (from the probe seed, the "
+                     "budget's index and the point's flat grid index), so no episode is shared between points "
+                     "or between budgets; the small budget is not a prefix of the large one"),
+        "paper_budget_pairs": list(PAPER_BUDGET_PAIRS),
+        "talk_budget_trajectories": list(TALK_BUDGET_TRAJECTORIES),
+        "budget_unit": "state-action pairs per point, as the paper's caption; the talk's trajectory counts are "
+                       "recorded beside them, and the realised episodes and pairs per point are stored",
+        "open_choices": "not in the paper (nor in the authors' public code, which has no landscape code): the grid; "
+                        "the true reward as the undiscounted mean return (discounted returns stored per episode); "
+                        "each budget's env slots (a slot finishes its last episode, so a point overshoots its "
+                        "budget by under one episode per slot); the plane: with probes.landscape's seed, "
+                        "direction settings and many_samples, it is fig 6's 'many' plane",
+    }
+
+
+def _coords(xs, ys, **outer) -> dict:
+    return {**outer, "x": ("x", xs, {"units": "full steps"}), "y": ("y", ys, {"units": "random-direction units"})}
+
+
+def episode_vars(episodes: list[list[dict]], outer: str, nx: int, ny: int, gamma: float) -> dict:
+    """Per (outer, x, y) point, from `episodes[i][point]` (point k = x[k // ny], y[k % ny]): the true
+    reward (mean return), its standard error, episodes and pairs, and each episode (NaN-padded)."""
+    shape = (len(episodes), nx, ny)
+    n_ep = max(len(e["return"]) for per_outer in episodes for e in per_outer)
     per_episode = {k: np.full(shape + (n_ep,), np.nan) for k in ("return", "discounted_return", "length")}
-    for i, per_regime in enumerate(out["episodes"]):
-        for j, e in enumerate(per_regime):
+    for i, per_outer in enumerate(episodes):
+        for j, e in enumerate(per_outer):
             for k in per_episode:
                 per_episode[k][(i, *np.unravel_index(j, shape[1:]))][:len(e[k])] = e[k]
     ret = per_episode["return"]
     count = np.sum(~np.isnan(ret), axis=-1)
-    mean = np.nanmean(ret, axis=-1)
     sem = np.nanstd(ret, axis=-1, ddof=1) / np.sqrt(count) if n_ep > 1 else np.full(shape, np.nan)
-    steps = np.array(out["step"])
-    dims = ("regime", "x", "y")
-    ep_dims = dims + ("episode",)
-    ds = xr.Dataset(
-        {
-            "surrogate": (dims, np.array(out["surrogate"]),
-                          {"long_name": "the algorithm's surrogate objective on the batch that made the step"}),
-            "true_reward": (dims, mean, {"long_name": "mean undiscounted return of complete episodes"}),
-            "true_reward_sem": (dims, sem, {"long_name": "standard error of true_reward (over episodes)"}),
-            "episodes": (dims, count, {"long_name": "complete episodes per point"}),
-            "episode_return": (ep_dims, ret, {"long_name": "undiscounted return per episode (NaN-padded)"}),
-            "episode_discounted_return": (ep_dims, per_episode["discounted_return"],
-                                          {"long_name": f"discounted return per episode (gamma = {agent.gamma})"}),
-            "episode_length": (ep_dims, per_episode["length"], {"long_name": "episode length (steps)"}),
-            "step": (("regime", "param"), steps, {"long_name": "the update step theta_t+1 - theta_t (x unit)"}),
-            "direction": (("param",), direction, {"long_name": "random direction (y unit)"}),
-            "step_norm": (("regime",), np.linalg.norm(steps, axis=1), {"long_name": "l2 norm of the step"}),
-            "direction_norm": ((), np.linalg.norm(direction), {"long_name": "l2 norm of the direction"}),
-            "kl_step": (("regime",), np.array(out["kl_step"]),
-                        {"long_name": "mean KL(pi_t || pi at x=1, y=0) over the batch's states"}),
-            "kl_direction": (("regime",), np.array(out["kl_direction"]),
-                             {"long_name": "mean KL(pi_t || pi at x=0, y=1) over the batch's states"}),
-            "step_rejected": (("regime",), np.array(out["rejected"], np.int8),
-                              {"long_name": "1: the line search rejected the step; x follows the proposed full step"}),
-            "batch_size": (("regime",), np.array([agent.agent_batch.n if r == "few" else cfg["many_samples"]
-                                                  for r in regimes]),
-                           {"long_name": "pairs in the batch that made the step"}),
-        },
-        coords={"regime": list(regimes), "x": ("x", xs, {"units": "full steps"}),
-                "y": ("y", ys, {"units": "random-direction units"})},
-    )
-    ds.attrs.update({"direction_norm_kind": cfg["direction_norm"], "perturb_log_std": int(cfg["perturb_log_std"]),
-                     "samples_per_point": cfg["samples_per_point"], "envs_per_point": cfg["envs_per_point"],
-                     "common_random_numbers": "episodes and action noise keyed by (slot, episode, step), "
-                                              "shared by every point of the plane (not by other agents or iterations)",
-                     "true_reward_definition": "undiscounted return of complete episodes (each env slot runs until "
-                                               "it has taken samples_per_point/envs_per_point steps, then finishes "
-                                               "its episode); observations normalised with the statistics frozen at "
-                                               "the end of iteration t's rollout; actions "
-                                               + ("clipped to the action space" if agent.clip_actions else "raw"),
-                     "surrogate_definition": _surrogate_definition(agent.kind),
-                     "many_batch_collection": f"the agent's rollout: {agent.num_envs} env(s), fresh resets, "
-                                              "normalisers frozen at theta_t",
-                     "many_step": "the algorithm's update from theta_t on the many-sample batch with its settings "
-                                  "at t (PPO: its epochs x minibatches and its Adam state and learning rate at t; "
-                                  "TRPO: CG on a fisher_frac subsample, line search on the whole batch)"})
-    return ds
+    dims, ep_dims = (outer, "x", "y"), (outer, "x", "y", "episode")
+    return {
+        "true_reward": (dims, np.nanmean(ret, axis=-1), {"long_name": "mean undiscounted return of complete episodes"}),
+        "true_reward_sem": (dims, sem, {"long_name": "standard error of true_reward (over episodes)"}),
+        "episodes": (dims, count, {"long_name": "complete episodes per point"}),
+        "pairs": (dims, np.nansum(per_episode["length"], axis=-1).astype(np.int64),
+                  {"long_name": "state-action pairs per point (the steps of its complete episodes)"}),
+        "episode_return": (ep_dims, ret, {"long_name": "undiscounted return per episode (NaN-padded)"}),
+        "episode_discounted_return": (ep_dims, per_episode["discounted_return"],
+                                      {"long_name": f"discounted return per episode (gamma = {gamma})"}),
+        "episode_length": (ep_dims, per_episode["length"], {"long_name": "episode length (steps)"}),
+    }
+
+
+def step_vars(facts: list[dict], dims: tuple, direction: np.ndarray) -> dict:
+    """The step(s) and the direction: vectors, norms, KL sizes; `dims` () for one step, ("regime",) for several."""
+    def per(key, dtype=None):
+        v = np.array([f[key] for f in facts], dtype)
+        return v if dims else v[0]
+
+    steps = per("step")
+    return {
+        "step": (dims + ("param",), steps, {"long_name": "the update step theta_t+1 - theta_t (x unit)"}),
+        "direction": (("param",), direction, {"long_name": "random direction (y unit)"}),
+        "step_norm": (dims, np.linalg.norm(steps, axis=-1), {"long_name": "l2 norm of the step"}),
+        "direction_norm": ((), np.linalg.norm(direction), {"long_name": "l2 norm of the direction"}),
+        "kl_step": (dims, per("kl_step"), {"long_name": "mean KL(pi_t || pi at x=1, y=0) over the batch's states"}),
+        "kl_direction": (dims, per("kl_direction"),
+                         {"long_name": "mean KL(pi_t || pi at x=0, y=1) over the batch's states"}),
+        "step_rejected": (dims, per("rejected", np.int8),
+                          {"long_name": "1: the line search rejected the step; x follows the proposed full step"}),
+        "batch_size": (dims, per("batch_size"), {"long_name": "pairs in the batch that made the step"}),
+    }
+
+
+def plane_attrs(agent: ProbeAgent, cfg: dict) -> dict:
+    """What every landscape artifact says about its plane and its true reward."""
+    return {"direction_norm_kind": cfg["direction_norm"], "perturb_log_std": int(cfg["perturb_log_std"]),
+            "true_reward_definition": "undiscounted return of complete episodes (each of a point's env slots runs "
+                                      "until it has taken its share of the point's pairs, then finishes its "
+                                      "episode); observations normalised with the statistics frozen at the end of "
+                                      "iteration t's rollout; actions "
+                                      + ("clipped to the action space" if agent.clip_actions else "raw"),
+            "many_batch_collection": f"the agent's rollout: {agent.num_envs} env(s), fresh resets, "
+                                     "normalisers frozen at theta_t",
+            "many_step": "the algorithm's update from theta_t on the many-sample batch with its settings "
+                         "at t (PPO: its epochs x minibatches and its Adam state and learning rate at t; "
+                         "TRPO: CG on a fisher_frac subsample, line search on the whole batch)"}
 
 
 def _surrogate_definition(kind: str) -> str:

@@ -6,6 +6,9 @@ rule aggregate:
         dag.PATTERNS["aggregate"],
     params:
         slice=stage_slice("aggregate"),
+    threads: stage_threads("aggregate")
+    resources:
+        **stage_resources("aggregate"),
     log:
         dag.LOGS["aggregate"],
     shell:

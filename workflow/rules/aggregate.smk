@@ -8,6 +8,9 @@ rule aggregate:
     params:
         slice=stage_slice("aggregate"),
         args=PARAMS,
+    threads: stage_threads("aggregate")
+    resources:
+        **stage_resources("aggregate"),
     log:
         dag.LOGS["aggregate"],
     shell:

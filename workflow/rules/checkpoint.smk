@@ -9,6 +9,9 @@ rule checkpoint:
         slice=stage_slice("checkpoint"),
         train_dir=lambda w: dag.agent_dir(w.run, w.env, w.algo, w.seed),
         args=PARAMS,
+    threads: stage_threads("checkpoint")
+    resources:
+        **stage_resources("checkpoint"),
     log:
         dag.LOGS["checkpoint"],
     shell:

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 from pgprobe.errors import ConfigError
 from pgprobe.pipeline import config as pgconfig
 from pgprobe.pipeline import dag
+from pgprobe.pipeline import resources as jobres
 
 try:  # our own validation first: one line naming the key
     pgconfig.validate(config)
@@ -54,12 +55,18 @@ def probe_input_args(w):
     return dag.probe_input_args(w.run, w.probe, w.env, w.algo, w.seed, w.iteration)
 
 
-def probe_threads(w):
-    return dag.threads("probe", w.probe, workflow.cores or 1)  # cluster profiles set-threads per rule
+def stage_threads(kind):
+    """Threads from the stage declaration and params; Snakemake caps them at --cores / --max-threads."""
+    return lambda w: jobres.threads(config, kind, SimpleNamespace(**w))
 
 
-def probe_mem_mb(w):
-    return dag.PROBES[w.probe].mem_mb
+def stage_resources(kind):
+    """mem_mb and runtime (minutes) from the stage declaration and params (pgprobe.pipeline.resources):
+    what a cluster profile submits; a local run only checks mem_mb against --resources, if given."""
+    return {
+        "mem_mb": lambda w: jobres.mem_mb(config, kind, SimpleNamespace(**w)),
+        "runtime": lambda w, threads, attempt: jobres.runtime(config, kind, SimpleNamespace(**w), threads, attempt),
+    }
 
 
 def aggregate_inputs(w):

@@ -7,6 +7,9 @@ rule figure:
         dag.figure_pattern(RUN),
     params:
         slice=stage_slice("figure"),
+    threads: stage_threads("figure")
+    resources:
+        **stage_resources("figure"),
     log:
         dag.LOGS["figure"].replace("{run}", RUN),
     shell:

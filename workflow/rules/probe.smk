@@ -9,9 +9,9 @@ rule probe:
         slice=stage_slice("probe"),
         inputs=probe_input_args,
         args=PARAMS,
-    threads: probe_threads
+    threads: stage_threads("probe")
     resources:
-        mem_mb=probe_mem_mb,
+        **stage_resources("probe"),
     log:
         dag.LOGS["probe"],
     shell:

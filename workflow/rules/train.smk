@@ -9,6 +9,9 @@ rule train:
         slice=stage_slice("train"),
         out=lambda w: dag.agent_dir(w.run, w.env, w.algo, w.seed),
         args=PARAMS,
+    threads: stage_threads("train")
+    resources:
+        **stage_resources("train"),
     log:
         dag.LOGS["train"],
     shell:

@@ -21,7 +21,7 @@ class Probe:
     params: str | None              # its params block (dotted key); None: a probe with no parameters
     reads: tuple = ("checkpoint",)  # "checkpoint", "train_log", or "probe:<name>" (same agent and iteration)
     threads: str | int = 1          # "all": every core the runner gives it (its work splits across processes)
-    mem_mb: int = 2000              # per job, for cluster profiles
+    mem_mb: int = 2000              # its need at paper scale: the most a job asks a cluster for (resources.py)
     entry: str = "run"              # the module's function that runs it (one module, several probes)
 
 

@@ -16,7 +16,7 @@ from types import SimpleNamespace
 from ..errors import ArtifactError
 from .codedeps import files_hash, stage_files
 from .config import lookup
-from .declarations import FIGURES, PROBES
+from . import declarations  # by module: what a test declares on top is seen here too
 
 RECORD_ATTR = "pgprobe_job"
 AGENT_KEYS = ("env", "algo", "seed")
@@ -34,7 +34,7 @@ def stage_keys(cfg: dict, kind: str, w) -> list[str]:
     if kind in ("train", "checkpoint"):
         return agent_keys(cfg, w.env, w.algo)
     if kind == "probe":
-        own = PROBES[w.probe].params
+        own = declarations.PROBES[w.probe].params
         return agent_keys(cfg, w.env, w.algo) + ([own] if own else [])
     if kind == "aggregate":
         return [f"figures.{w.figure}"]
@@ -43,9 +43,9 @@ def stage_keys(cfg: dict, kind: str, w) -> list[str]:
 
 def stage_modules(kind: str, w) -> tuple[str, ...]:
     if kind == "probe":
-        return (PROBES[w.probe].module,)
+        return (declarations.PROBES[w.probe].module,)
     if kind in ("aggregate", "figure"):
-        return (FIGURES[w.figure].module,)
+        return (declarations.FIGURES[w.figure].module,)
     return ()
 
 

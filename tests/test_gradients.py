@@ -69,16 +69,21 @@ def cos(a, b) -> float:
 
 
 # --------------------------------------------------------------------------------------- fixtures
-@pytest.fixture(scope="module")
-def bandit(repo_root, tmp_path_factory):
+def bandit_checkpoint(repo_root, tmp):
     """A linear TRPO agent trained 2 iterations on the bandit; its checkpoint at t = 1 (theta_1 != theta_0)."""
-    tmp = tmp_path_factory.mktemp("bandit")
     cfg = config.load(repo_root / "params.yaml", [repo_root / "config" / "smoke.yaml"])
     agent = config.agent_config(cfg, ENV, "trpo")
     agent["train"].update(hidden=[], num_envs=64, steps_per_iter=512, iterations=2, save_every=1)
     agent["algo_cfg"].update(obs_norm=False, reward_scaling=False, norm_adv=True)
     train.run(agent, 0, tmp / "agent", progress=False)
-    path = checkpoint.make(agent, 0, 1, tmp / "agent", tmp / "t1.nc")
+    return checkpoint.make(agent, 0, 1, tmp / "agent", tmp / "t1.nc")
+
+
+@pytest.fixture(scope="module")
+def bandit(repo_root, tmp_path_factory):
+    """bandit_checkpoint, loaded, with the analytic gradient at theta_1."""
+    tmp = tmp_path_factory.mktemp("bandit")
+    path = bandit_checkpoint(repo_root, tmp)
     probe_agent = ProbeAgent.load(path)
     assert probe_agent.params_count == 10 and probe_agent.batch_size == 512
     return {"path": path, "agent": probe_agent, "tmp": tmp, "grad": analytic_gradient(probe_agent.policy, probe_agent.theta)}

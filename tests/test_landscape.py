@@ -228,11 +228,9 @@ def test_parallel_progress_bar_gives_the_same_returns(capsys):
 #     J(theta) = E r = -(tr S + ||b||^2),   Var r = 2 tr(S^2) + 4 b^T S b,
 # a closed form at every point of the plane, log-std included.  Episodes last one step: a budget of n pairs is
 # exactly n episodes.
-from test_gradients import ENV as BANDIT, W  # noqa: E402  (registers the bandit)
+from test_gradients import W, bandit_checkpoint  # noqa: E402  (registers the bandit)
 
-from pgprobe import checkpoint, train  # noqa: E402
 from pgprobe.figures import fig5  # noqa: E402
-from pgprobe.pipeline import config  # noqa: E402
 from pgprobe.probes import landscape  # noqa: E402
 from pgprobe.probes.api import ProbeAgent, ProbeInputs  # noqa: E402
 
@@ -248,13 +246,7 @@ def closed_form(policy, theta: np.ndarray) -> tuple[float, float]:
 @pytest.fixture(scope="module")
 def bandit_inputs(repo_root, tmp_path_factory):
     """A linear TRPO agent trained 2 iterations on the bandit; its checkpoint at t = 1, as a probe's inputs."""
-    tmp = tmp_path_factory.mktemp("landscape_bandit")
-    cfg = config.load(repo_root / "params.yaml", [repo_root / "config" / "smoke.yaml"])
-    agent = config.agent_config(cfg, BANDIT, "trpo")
-    agent["train"].update(hidden=[], num_envs=64, steps_per_iter=512, iterations=2, save_every=1)
-    agent["algo_cfg"].update(obs_norm=False, reward_scaling=False)
-    train.run(agent, 0, tmp / "agent", progress=False)
-    inputs = ProbeInputs({"checkpoint": checkpoint.make(agent, 0, 1, tmp / "agent", tmp / "t1.nc")})
+    inputs = ProbeInputs({"checkpoint": bandit_checkpoint(repo_root, tmp_path_factory.mktemp("landscape_bandit"))})
     assert inputs.agent().params_count == 10 and np.linalg.norm(inputs.agent().agent_step) > 0
     return inputs
 

@@ -9,7 +9,6 @@ in declarations.py; which agents and iterations a figure shows is in params (`fi
 """
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass, field

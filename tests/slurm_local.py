@@ -207,6 +207,10 @@ def stop(state: Path = DEFAULT_STATE, timeout: float = 30) -> None:
     """Stop the daemons that start() recorded as its own (slurmd, slurmctld, then munged)."""
     state = Path(state)
     record = _started(state)
+    if CONF.exists() and CONF.read_text().startswith(MARKER):
+        # Ours, and no controller behind it any more: left in place, every `scontrol` (which the SLURM
+        # executor plugin runs at import, i.e. in every `snakemake` call) would wait ~9 s for it.
+        CONF.unlink()
     if not record.exists():
         return
     mine = record.read_text().split()

@@ -60,6 +60,8 @@ def cluster():
         yield STATE
     finally:
         slurm_local.stop(STATE)
+        # a slurm.conf with no controller behind it would cost every later `snakemake` call ~9 s
+        assert not slurm_local.CONF.exists()
 
 
 def jobs_of_slurm() -> list[dict]:

@@ -202,12 +202,11 @@ def stamp_path(out: str) -> str:
     return f"{STAMPS}/{out}.json"
 
 
-def _record_matches(cfg: dict, job: "Job", root: Path) -> bool:
-    if not all((root / o).exists() for o in job.outs):
+def _stands(root: Path, kind: str, outs: list[str], record: dict) -> bool:
+    """The job's outputs exist and its first one carries `record` (a figure's PDF carries none)."""
+    if not all((root / o).exists() for o in outs):
         return False
-    if job.kind == "figure":
-        return True  # a PDF carries no record: it stands if its aggregate does
-    return records.recorded(root / job.outs[0]) == records.job_record(cfg, job.kind, job.wildcards)
+    return kind == "figure" or records.recorded(root / outs[0]) == record
 
 
 def job_output(kind: str, w, run: str) -> str:
@@ -221,9 +220,7 @@ def job_output(kind: str, w, run: str) -> str:
 def stamp_job(cfg: dict, kind: str, w, out: str, root: str | Path = ".") -> Path:
     """The stamp of one job, decided from its own output's record (upstream reruns reach it anyway)."""
     record = records.job_record(cfg, kind, w)
-    p = Path(root) / out
-    ok = p.exists() and (kind == "figure" or records.recorded(p) == record)
-    return write_stamp(Path(root), out, record, ok)
+    return write_stamp(Path(root), out, record, _stands(Path(root), kind, [out], record))
 
 
 def write_stamp(root: Path, out: str, record: dict, valid: bool) -> Path:
@@ -263,8 +260,9 @@ def reconcile(cfg: dict, root: str | Path = ".") -> dict:
     touched = 0
     for job in jobs:
         data = [d for d in job.deps if d in made_here]
-        ok = _record_matches(cfg, job, root) and all(d in standing for d in data)
-        write_stamp(root, job.outs[0], records.job_record(cfg, job.kind, job.wildcards), ok)
+        record = records.job_record(cfg, job.kind, job.wildcards)
+        ok = _stands(root, job.kind, job.outs, record) and all(d in standing for d in data)
+        write_stamp(root, job.outs[0], record, ok)
         if not ok:
             continue
         standing.update(job.outs)

@@ -102,7 +102,7 @@ def probed(bandit):
     """The four probes on the bandit checkpoint, through files as the pipeline runs them."""
     tmp, ckpt = bandit["tmp"], {"checkpoint": bandit["path"]}
     est_cfg = {"n_grid": [64, 1024, 16384], "repeats": 5, "norm_adv": False, "seed": 0}
-    true_cfg = {"n_star": 65536, "chunk": None, "norm_adv": False, "seed": 0}
+    true_cfg = {"n_star": 65536, "chunk": None, "norm_adv": False, "blocks": 16, "seed": 0}
     inputs = ProbeInputs(dict(ckpt))
     inputs._agent = bandit["agent"]
     est = _write(gradients.grad_estimates(inputs, est_cfg, progress=False), "grad_estimates", inputs, tmp / "est.nc")

@@ -25,6 +25,7 @@ import time
 from pathlib import Path
 
 import pytest
+import xarray as xr
 import yaml
 
 from pgprobe.pipeline import dag
@@ -429,7 +430,8 @@ def test_dags_agree_paper_quick_and_a_user_overlay(bare, overlay):
             {"run": "mine", "train": {"iterations": 20, "save_every": 5},
              "figures": {"fig1": {"iterations": [0, 7, 19]}, "fig2": {"iterations": [0, 19]}, "fig4": {"iterations": [0, 19]},
                          "fig5": {"iterations": [19]}, "fig6": {"iterations": [0, 7, 19]},
-                         "fig7": {"iterations": [0, 19]}, "fig8": {"seeds": [4, 5]}}}))
+                         "fig7": {"iterations": [0, 19]}, "fig8": {"seeds": [4, 5]}},
+             "shards": {"landscape": 3}}))  # fig 6 and 7's planes: three shard jobs each, gathered
         overlays = ["config/mine.yaml"]
     elif overlay:
         overlays = [overlay]
@@ -567,6 +569,27 @@ def test_snakemake_reruns_only_what_a_code_edit_reaches(smoke, source, expected)
     with edited(path, lambda t: t + "\n# a comment that changes the file's bytes\n"):
         assert dry_run(smoke) == expected
     assert dry_run(smoke) == {}
+
+
+# -- 6b. a plane split into shard jobs ---------------------------------------------------------------
+def test_sharded_planes_gather_into_the_artifact_one_job_makes(smoke, tmp_path):
+    # Breaks if the shard rule, the CLI's --shard/--gather or the gather change the artifact (values, attrs or
+    # its job record), or if the shard count leaks into the probe's record (an unsplit run would then rerun).
+    probes = sorted((smoke / "data" / "smoke" / "probes" / "landscape").rglob("*.nc"))
+    assert len(probes) == 4
+    whole = {p: xr.load_dataset(p) for p in probes}
+    fig6 = ("figures/smoke/fig6.pdf",)
+    with params_changed(smoke, "shards", {"landscape": 2}):
+        assert dry_run(smoke, *fig6) == {"shard": 4, "probe": 2, "aggregate": 1, "figure": 1}
+        out = sh(smoke, "snakemake", "--cores", "2", *fig6, *SMOKE).stdout
+        assert job_counts(out) == {"shard": 4, "probe": 2, "aggregate": 1, "figure": 1}, out[-3000:]
+        assert dry_run(smoke, *fig6) == {}
+    shard_dir = smoke / "data" / "smoke" / "shards" / "landscape"
+    assert len(list(shard_dir.rglob("shard*of2.nc"))) == 4
+    for p, ds in whole.items():
+        xr.testing.assert_identical(xr.load_dataset(p), ds)  # rewritten by the gather, identical
+    assert dry_run(smoke) == {}  # unsplit again: the gathered artifacts stand
+    shutil.rmtree(smoke / "data" / "smoke" / "shards")
 
 
 # -- 7. mtimes after a DVC checkout -------------------------------------------------------------

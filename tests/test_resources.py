@@ -122,3 +122,24 @@ def test_rules_ask_for_what_the_module_says(tmp_path, paper):
         assert int(res["runtime"]) == want, (rule, w)
         checked += 1
     assert checked == 11, out[-3000:]  # train, 4 checkpoints, 4 landscape probes, aggregate, figure
+
+
+def test_shards_divide_a_probes_work_and_its_gather_asks_for_little(paper):
+    # Breaks if a shard job asks for the whole probe's time or threads, or the gathering job for a plane's.
+    split = config.deep_merge(paper, {"shards": {"landscape": 9, "true_gradient": 8}})
+    land, g = N(probe="landscape"), N(probe="true_gradient")
+    for probe, n in (("landscape", 9), ("true_gradient", 8)):
+        whole_serial, whole_parallel = resources.steps(paper, "probe", N(probe=probe))
+        serial, parallel = resources.steps(split, "shard", N(probe=probe))
+        assert n * (serial + parallel) >= whole_serial + whole_parallel  # every step is in some shard
+        assert serial + parallel < (whole_serial + whole_parallel) / n * 1.25, probe  # plus the landscape's step
+        assert resources.steps(split, "probe", N(probe=probe)) == (0, 0)  # it gathers
+        assert resources.threads(split, "probe", N(probe=probe)) == 1
+        assert resources.mem_mb(split, "probe", N(probe=probe)) == resources.BASE_MB
+    # a plane's shard: one row's grid points x env slots.  Each shard also makes the step from 10^6 fresh pairs
+    # (serial, ~1 h at the conservative rate), so nine shards cut the plane's time about fourfold, not ninefold
+    p = paper["probes"]["landscape"]
+    assert resources.threads(split, "shard", land) == p["y"]["points"] * p["envs_per_point"]
+    whole, shard = (resources.runtime(c, k, land, threads=32) for c, k in ((paper, "probe"), (split, "shard")))
+    assert 3 < whole / shard < 5
+    assert resources.runtime(split, "shard", g) < resources.runtime(paper, "probe", g) / 7

@@ -6,6 +6,7 @@ probe or figure declares) is that stage's code fingerprint (pipeline/codedeps.py
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -46,17 +47,62 @@ def cmd_probe(args) -> None:
         raise ConfigError(f"unknown probe {args.probe!r} (declared: {', '.join(PROBES)})")
     decl = PROBES[args.probe]
     cfg = config.load(args.params, args.overlay)
+    if args.gather:
+        return _gather(args, cfg)
+    shard = _shard(args) if args.shard else None
     _threads(1)
     inputs = ProbeInputs.parse(args.input)
     records.check_inputs(inputs.paths.values(), cfg)
     probe_cfg = config.lookup(cfg, decl.params) if decl.params else {}
     entry = getattr(importlib.import_module(decl.module), decl.entry)
-    ds = entry(inputs, probe_cfg, threads=_cores(args.threads), progress=not args.quiet)
+    ds = entry(inputs, probe_cfg, threads=_cores(args.threads), progress=not args.quiet,
+               **({"shard": shard} if shard else {}))
     ds = artifacts.with_agent_coords(ds, *inputs.agent_coords())
     ds.attrs.update(artifacts.provenance(f"probe_{args.probe}", {"probe": probe_cfg, "upstream": inputs.params()},
                                          "probe", (decl.module,)))
     env, algo, seed, iteration = inputs.agent_coords()
-    ds.attrs.update(_record(cfg, "probe", probe=args.probe, env=env, algo=algo, seed=seed, iteration=iteration))
+    job = dict(probe=args.probe, env=env, algo=algo, seed=seed, iteration=iteration)
+    if shard:
+        from .pipeline import shards
+
+        shards.mark(ds, *shard)
+        ds.attrs.update(_record(cfg, "shard", **job, shard=shard[0], shards=shard[1]))
+    else:
+        ds.attrs.update(_record(cfg, "probe", **job))
+    artifacts.write_nc(ds, Path(args.out))
+
+
+def _shard(args) -> tuple[int, int]:
+    from .errors import ConfigError
+    from .pipeline.declarations import PROBES
+
+    if PROBES[args.probe].shard_dim is None:
+        raise ConfigError(f"--shard: probe {args.probe!r} does not split into shards (no shard_dim declared)")
+    k, sep, n = args.shard.partition("/")
+    if not (sep and k.isdigit() and n.isdigit() and int(k) < int(n)):
+        raise ConfigError(f"--shard {args.shard!r}: expected K/N with 0 <= K < N")
+    return int(k), int(n)
+
+
+def _gather(args, cfg: dict) -> None:
+    """The probe's artifact from its shards (pipeline/shards.py): what one job would have written."""
+    import importlib
+
+    from .errors import ArtifactError
+    from .pipeline import artifacts, records, shards
+    from .pipeline.declarations import PROBES
+
+    records.check_inputs(args.gather, cfg)
+    jobs = {json.dumps({k: v for k, v in records.recorded(p)["wildcards"].items() if k not in ("shard", "shards")},
+                       sort_keys=True) for p in args.gather}
+    if len(jobs) != 1 or json.loads(next(iter(jobs)))["probe"] != args.probe:
+        raise ArtifactError(f"--gather: the shards are not all of one {args.probe} job: {sorted(jobs)}")
+    parts = [artifacts.read_nc(p, kind=f"probe_{args.probe}") for p in args.gather]
+    decl = PROBES[args.probe]
+    ds = shards.gather(parts, decl.shard_dim)
+    if decl.finish:
+        ds = getattr(importlib.import_module(decl.module), decl.finish)(ds)
+    ds.attrs.update(_record(cfg, "probe", **json.loads(next(iter(jobs)))))
     artifacts.write_nc(ds, Path(args.out))
 
 
@@ -196,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="what the probe reads, as its declaration names it (e.g. checkpoint=...)")
     p.add_argument("--out", required=True)
     p.add_argument("--threads", type=int, default=1, help="worker processes for rollouts (0: every core)")
+    p.add_argument("--shard", metavar="K/N", help="compute only the K-th of N blocks (a probe with a shard_dim)")
+    p.add_argument("--gather", action="append", default=[], metavar="PATH",
+                   help="instead of computing: gather these shards into the probe's artifact")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_probe)
 

@@ -48,10 +48,19 @@ def stage_slice(kind):
 
 
 def probe_inputs(w):
-    return list(dag.probe_inputs(w.run, w.probe, w.env, w.algo, w.seed, w.iteration).values())
+    """A probe job's inputs: what the probe reads, or its shards when params split it."""
+    return dag.probe_job_inputs(config, w.probe, w.env, w.algo, w.seed, w.iteration)
 
 
 def probe_input_args(w):
+    return dag.probe_job_args(config, w.probe, w.env, w.algo, w.seed, w.iteration)
+
+
+def shard_inputs(w):
+    return list(dag.probe_inputs(w.run, w.probe, w.env, w.algo, w.seed, w.iteration).values())
+
+
+def shard_input_args(w):
     return dag.probe_input_args(w.run, w.probe, w.env, w.algo, w.seed, w.iteration)
 
 
@@ -77,5 +86,7 @@ wildcard_constraints:
     run=r"[A-Za-z0-9_.-]+",
     seed=r"\d+",
     iteration=r"\d{6}",
+    shard=r"\d+",
+    shards=r"\d+",
     probe="|".join(dag.PROBES),
     figure="|".join(dag.FIGURES),

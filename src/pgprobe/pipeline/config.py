@@ -80,6 +80,7 @@ def validate(cfg: dict, check_envs: bool = True) -> None:
     _check_minibatches(cfg)
     _check_figures(cfg, check_envs)
     _check_landscape(cfg)
+    _check_shards(cfg)
 
 
 def _expand_iterations(cfg: dict) -> None:
@@ -156,6 +157,32 @@ def _check_landscape(cfg: dict) -> None:
                 if not np.isclose(grid, value, atol=1e-9).any():
                     raise ConfigError(f"params: probes.{name}.{axis}: the grid {np.round(grid, 4).tolist()} "
                                       f"does not contain {axis} = {value:g}")
+
+
+# The length of each shard_dim (declarations.py) under a probe's params block `p` and the whole config
+SHARD_SIZES = {
+    "x": lambda p, cfg: int(p["x"]["points"]),  # a plane's grid rows
+    # true_gradient: blocks of chunks (a null chunk is the agent's batch)
+    "block": lambda p, cfg: min(int(p["blocks"]), -(-int(p["n_star"]) // int(p["chunk"] or cfg["train"]["steps_per_iter"]))),
+}
+
+
+def _check_shards(cfg: dict) -> None:
+    """Every `shards:` entry names a probe declared with a shard_dim and leaves each shard at least one
+    element of it (pipeline/shards.py; kept here so that no stage but the probes' imports shards.py)."""
+    from .declarations import PROBES
+
+    for probe, n in cfg.get("shards", {}).items():
+        decl = PROBES.get(probe)
+        if decl is None or decl.shard_dim is None:
+            splittable = [p for p, d in PROBES.items() if d.shard_dim]
+            raise ConfigError(f"params: shards.{probe}: not a probe that splits into shards "
+                              f"(those that do: {', '.join(splittable)})")
+        block = cfg.get("probes", {}).get(decl.params.split(".", 1)[1])
+        size = SHARD_SIZES[decl.shard_dim](block, cfg) if block else None
+        if size is not None and int(n) > size:
+            raise ConfigError(f"params: shards.{probe}: {n} shards, but its {decl.shard_dim} axis has {size} "
+                              f"elements (at most one shard per element)")
 
 
 def lookup(cfg: dict, dotted: str):

@@ -1,7 +1,8 @@
 """The pipeline's DAG, written once: paths, commands, params keys and code of every stage.
 
 Five kinds of job: train (env, algo, seed) -> checkpoint (+ iteration) -> probe (+ probe name)
--> aggregate (figure) -> figure.  The Snakemake rules (workflow/rules/*.smk) take their output
+-> aggregate (figure) -> figure; a probe split into shards (params `shards:`, pipeline/shards.py)
+adds a sixth, shard (+ shard, shards), and its probe job gathers them.  The Snakemake rules (workflow/rules/*.smk) take their output
 patterns, shell commands, input functions, params slices and threads from here, and
 `plan()` expands the same functions into the job list dvc.yaml is generated from, so the two
 runners cannot drift apart.  Which probes and figures exist, and what they read, is declared
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
 
-from . import records
+from . import records, shards
 from .records import code_files, stage_keys  # noqa: F401 (the DAG's names for them)
 from .declarations import FIGURES, PROBES, figure_probe
 
@@ -24,12 +25,14 @@ PATTERNS = {
     "snapshots": "data/{run}/agents/{env}/{algo}/seed{seed}/snapshots",
     "checkpoint": "data/{run}/checkpoints/{env}/{algo}/seed{seed}/iter{iteration}.nc",
     "probe": "data/{run}/probes/{probe}/{env}/{algo}/seed{seed}/iter{iteration}.nc",
+    "shard": "data/{run}/shards/{probe}/{env}/{algo}/seed{seed}/iter{iteration}/shard{shard}of{shards}.nc",
     "aggregate": "data/{run}/aggregates/{figure}.nc",
 }
 LOGS = {
     "train": "logs/{run}/train/{env}/{algo}/seed{seed}.log",
     "checkpoint": "logs/{run}/checkpoint/{env}/{algo}/seed{seed}/iter{iteration}.log",
     "probe": "logs/{run}/probes/{probe}/{env}/{algo}/seed{seed}/iter{iteration}.log",
+    "shard": "logs/{run}/shards/{probe}/{env}/{algo}/seed{seed}/iter{iteration}/shard{shard}of{shards}.log",
     "aggregate": "logs/{run}/aggregate/{figure}.log",
     "figure": "logs/{run}/figure/{figure}.log",
 }
@@ -41,6 +44,8 @@ COMMANDS = {
                   "--seed {wildcards.seed} --iteration {wildcards.iteration} --train-dir {params.train_dir} "
                   "--out {output}",
     "probe": "pgprobe probe {wildcards.probe} {params.args} {params.inputs} --out {output} --threads {threads}",
+    "shard": "pgprobe probe {wildcards.probe} {params.args} {params.inputs} --shard {wildcards.shard}/{wildcards.shards} "
+             "--out {output} --threads {threads}",
     "aggregate": "pgprobe aggregate {wildcards.figure} {params.args} --out {output} {input.data}",
     "figure": "pgprobe figure {wildcards.figure} --aggregate {input.data} --out {output}",
 }
@@ -92,6 +97,28 @@ def probe_input_args(run: str, probe: str, env: str, algo: str, seed, iteration)
     return " ".join(f"--input {name}={p}" for name, p in probe_inputs(run, probe, env, algo, seed, iteration).items())
 
 
+def shard_paths(cfg: dict, probe: str, env: str, algo: str, seed, iteration) -> list[str]:
+    """The shards a probe job gathers ([] when params do not split it)."""
+    n = shards.count(cfg, probe)
+    if n == 1:
+        return []
+    return [path("shard", run=cfg["run"], probe=probe, env=env, algo=algo, seed=seed, iteration=iteration,
+                 shard=k, shards=n) for k in range(n)]
+
+
+def probe_job_inputs(cfg: dict, probe: str, env: str, algo: str, seed, iteration) -> list[str]:
+    """What a probe job reads: its shards if it is split, else what the probe reads."""
+    return (shard_paths(cfg, probe, env, algo, seed, iteration)
+            or list(probe_inputs(cfg["run"], probe, env, algo, seed, iteration).values()))
+
+
+def probe_job_args(cfg: dict, probe: str, env: str, algo: str, seed, iteration) -> str:
+    gather = shard_paths(cfg, probe, env, algo, seed, iteration)
+    if gather:
+        return " ".join(f"--gather {p}" for p in gather)
+    return probe_input_args(cfg["run"], probe, env, algo, seed, iteration)
+
+
 def aggregate_inputs(cfg: dict, fig: str) -> list[str]:
     run, probe = cfg["run"], figure_probe(fig)
     if probe is None:
@@ -102,7 +129,7 @@ def aggregate_inputs(cfg: dict, fig: str) -> list[str]:
 
 def threads(kind: str, name: str = "", cores: int | None = None) -> int:
     """A job's threads; 'all' is every core the runner has (0 for the CLI: os.cpu_count())."""
-    want = PROBES[name].threads if kind == "probe" else 1
+    want = PROBES[name].threads if kind in ("probe", "shard") else 1
     return (cores or 0) if want == "all" else int(want)
 
 
@@ -138,11 +165,14 @@ def _job(cfg, kind, deps, outs, args, **w) -> Job:
     elif kind == "checkpoint":
         params.train_dir = agent_dir(run, ns.env, ns.algo, ns.seed)
     elif kind == "probe":
+        params.inputs = probe_job_args(cfg, ns.probe, ns.env, ns.algo, ns.seed, ns.iteration)
+    elif kind == "shard":
         params.inputs = probe_input_args(run, ns.probe, ns.env, ns.algo, ns.seed, ns.iteration)
     fmt_w = dict(w, iteration=f"{int(w['iteration']):06d}") if "iteration" in w else w
     cmd = COMMANDS[kind].format(wildcards=SimpleNamespace(**fmt_w), params=params, input=SimpleNamespace(data=" ".join(deps)),
                                 output=outs[0], threads=threads(kind, w.get("probe", "")))
     label = "/".join(str(fmt_w[k]) for k in ("probe", "figure", "env", "algo", "seed", "iteration") if k in fmt_w)
+    label += f"/shard{w['shard']}of{w['shards']}" if kind == "shard" else ""
     code = code_files(kind, ns)
     return Job(kind, f"{kind}@{label}", cmd, code + deps, outs, stage_keys(cfg, kind, ns), fmt_w)
 
@@ -175,9 +205,13 @@ def plan(cfg: dict, figs=None, params_file: str = "params.yaml", overlays=()) ->
                 train(env, algo, seed)
             else:
                 probe(read.split(":", 1)[1], env, algo, seed, it)
-        deps = list(probe_inputs(run, name, env, algo, seed, it).values())
-        out = path("probe", run=run, probe=name, env=env, algo=algo, seed=seed, iteration=it)
-        return add(_job(cfg, "probe", deps, [out], args, probe=name, env=env, algo=algo, seed=seed, iteration=it))
+        reads = list(probe_inputs(run, name, env, algo, seed, it).values())
+        agent = dict(probe=name, env=env, algo=algo, seed=seed, iteration=it)
+        n = shards.count(cfg, name)
+        for k, out in enumerate(shard_paths(cfg, name, env, algo, seed, it)):
+            add(_job(cfg, "shard", reads, [out], args, **agent, shard=k, shards=n))
+        out = path("probe", run=run, **agent)
+        return add(_job(cfg, "probe", probe_job_inputs(cfg, name, env, algo, seed, it), [out], args, **agent))
 
     for fig in (figs or figures_of(cfg)):
         name = figure_probe(fig)
@@ -213,7 +247,7 @@ def job_output(kind: str, w, run: str) -> str:
     """The first output of a job (what its stamp is named after), from Snakemake's wildcards."""
     if kind in ("aggregate", "figure"):
         return path(kind, run=run, figure=w.figure)
-    keys = ("probe", "env", "algo", "seed", "iteration")
+    keys = ("probe", "env", "algo", "seed", "iteration", "shard", "shards")
     return path(kind, run=getattr(w, "run", run), **{k: getattr(w, k) for k in keys if hasattr(w, k)})
 
 

@@ -23,6 +23,10 @@ class Probe:
     threads: str | int = 1          # "all": every core the runner gives it (its work splits across processes)
     mem_mb: int = 2000              # its need at paper scale: the most a job asks a cluster for (resources.py)
     entry: str = "run"              # the module's function that runs it (one module, several probes)
+    shard_dim: str | None = None    # its result splits along this dimension into jobs (params `shards:`):
+                                    # the entry takes shard=(k, n) and computes the k-th of n contiguous blocks
+    finish: str | None = None       # the module's function that makes the artifact from the gathered
+                                    # shards (the entry calls it itself when it runs unsplit)
 
 
 @dataclass(frozen=True)
@@ -33,14 +37,15 @@ class Figure:
 
 PROBES = {
     # paper scale: the many-sample batch (10^6 Humanoid pairs, float32 obs) is ~5 GB
-    "landscape": Probe("pgprobe.probes.landscape", "probes.landscape", threads="all", mem_mb=8000),
+    "landscape": Probe("pgprobe.probes.landscape", "probes.landscape", threads="all", mem_mb=8000, shard_dim="x"),
     # fig 5: the same plane and code, true reward only at several budgets, independent samples
     "landscape_concentration": Probe("pgprobe.probes.landscape", "probes.landscape_concentration", threads="all",
-                                     mem_mb=8000, entry="concentration"),
+                                     mem_mb=8000, entry="concentration", shard_dim="x"),
     # figs 1 and 2: the estimates (paper: 10 x 10^5 Humanoid pairs, one repeat's batch in memory at a time),
     # g* from chunks of the agent's batch, and the two small derived files the figures aggregate
     "grad_estimates": Probe("pgprobe.probes.gradients", "probes.grad_estimates", entry="grad_estimates"),
-    "true_gradient": Probe("pgprobe.probes.gradients", "probes.true_gradient", entry="true_gradient"),
+    "true_gradient": Probe("pgprobe.probes.gradients", "probes.true_gradient", entry="true_gradient",
+                           shard_dim="block", finish="true_gradient_finish"),
     "grad_variance": Probe("pgprobe.probes.gradients", None, reads=("probe:grad_estimates",),
                            entry="grad_variance"),
     "grad_convergence": Probe("pgprobe.probes.gradients", None,

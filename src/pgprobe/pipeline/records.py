@@ -33,7 +33,7 @@ def stage_keys(cfg: dict, kind: str, w) -> list[str]:
     """The params keys (dotted) whose values a job of `kind` depends on."""
     if kind in ("train", "checkpoint"):
         return agent_keys(cfg, w.env, w.algo)
-    if kind == "probe":
+    if kind in ("probe", "shard"):  # a shard: a block of its probe's work, by the same params
         own = declarations.PROBES[w.probe].params
         return agent_keys(cfg, w.env, w.algo) + ([own] if own else [])
     if kind == "aggregate":
@@ -42,7 +42,7 @@ def stage_keys(cfg: dict, kind: str, w) -> list[str]:
 
 
 def stage_modules(kind: str, w) -> tuple[str, ...]:
-    if kind == "probe":
+    if kind in ("probe", "shard"):
         return (declarations.PROBES[w.probe].module,)
     if kind in ("aggregate", "figure"):
         return (declarations.FIGURES[w.figure].module,)
@@ -51,13 +51,19 @@ def stage_modules(kind: str, w) -> tuple[str, ...]:
 
 def code_files(kind: str, w) -> list[str]:
     """Source files of a job (relative to the repository root, as DVC deps)."""
-    return [f"src/pgprobe/{f}" for f in stage_files(kind, stage_modules(kind, w))]
+    return [f"src/pgprobe/{f}" for f in stage_files(command(kind), stage_modules(kind, w))]
+
+
+def command(kind: str) -> str:
+    """The `pgprobe` command a job of `kind` runs (a shard runs `pgprobe probe --shard`)."""
+    return "probe" if kind == "shard" else kind
 
 
 def _wildcards(kind: str, w) -> dict:
     names = {"train": AGENT_KEYS, "checkpoint": (*AGENT_KEYS, "iteration"),
-             "probe": ("probe", *AGENT_KEYS, "iteration"), "aggregate": ("figure",), "figure": ("figure",)}[kind]
-    return {k: int(getattr(w, k)) if k in ("seed", "iteration") else str(getattr(w, k)) for k in names}
+             "probe": ("probe", *AGENT_KEYS, "iteration"), "shard": ("probe", *AGENT_KEYS, "iteration", "shard", "shards"),
+             "aggregate": ("figure",), "figure": ("figure",)}[kind]
+    return {k: str(getattr(w, k)) if k in ("env", "algo", "probe", "figure") else int(getattr(w, k)) for k in names}
 
 
 def job_record(cfg: dict, kind: str, w) -> dict:
@@ -65,7 +71,7 @@ def job_record(cfg: dict, kind: str, w) -> dict:
     w = SimpleNamespace(**w) if isinstance(w, dict) else w
     rec = {"kind": kind, "wildcards": _wildcards(kind, w),
            "params": {k: lookup(cfg, k) for k in stage_keys(cfg, kind, w)},
-           "code": files_hash(stage_files(kind, stage_modules(kind, w)))}
+           "code": files_hash(stage_files(command(kind), stage_modules(kind, w)))}
     return json.loads(json.dumps(rec, sort_keys=True))
 
 

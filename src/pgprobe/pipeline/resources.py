@@ -4,7 +4,8 @@ The Snakemake rules take `threads`, `mem_mb` and `runtime` from here, so a clust
 per-rule list and a run at another scale asks for what it needs:
 
 - threads: 1, or for a probe declared `threads="all"` the number of independent pieces its work
-  splits into (the landscape: grid points x envs per point).  Snakemake caps it at `--cores` (one
+  splits into (the landscape: grid points x envs per point), divided among its shard jobs if params
+  split it (the probe job then only gathers them: 1 thread, no env steps).  Snakemake caps it at `--cores` (one
   machine) or `--max-threads` (a cluster profile: the cores of one node).
 - mem_mb: BASE_MB (interpreter, torch, MuJoCo, the nets) plus KB_PER_PAIR for each state-action pair
   the job holds at once (params: the batch sizes), never more than the probe's declared `mem_mb`
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import lookup
+from . import shards
 from .declarations import PROBES
 
 # Measured (benchmarks/README.md, 2 cores): training 2,300-4,000 env steps/s per core (update
@@ -45,6 +47,7 @@ class Cost:
     pairs: Callable[[dict, dict], int]                       # pairs held in memory at once
     parallel: Callable[[dict, dict], int] = lambda p, cfg: 0  # env steps split across its threads
     pieces: Callable[[dict, dict], int] = lambda p, cfg: 1    # how many ways the parallel part splits
+    split: str = "parallel"  # the part its shard jobs divide between them (params `shards:`): "parallel" or "serial"
 
 
 def _grid_points(p: dict) -> int:
@@ -68,7 +71,7 @@ COSTS = {
         pieces=lambda p, cfg: _grid_points(p) * int(p["envs_per_point"])),
     "grad_estimates": Cost(serial=_estimates, pairs=lambda p, cfg: max(max(map(int, p["n_grid"])), _batch(cfg))),
     "true_gradient": Cost(serial=lambda p, cfg: int(p["n_star"]) + int(p["chunk"] or _batch(cfg)),
-                          pairs=lambda p, cfg: int(p["chunk"] or _batch(cfg))),
+                          pairs=lambda p, cfg: int(p["chunk"] or _batch(cfg)), split="serial"),
     # the fit: `epochs` passes over n_fit pairs of a small net, counted as one more collection
     "true_value": Cost(serial=lambda p, cfg: 2 * (int(p["n_fit"]) + int(p["chunk"])),
                        pairs=lambda p, cfg: int(p["n_fit"]) + int(p["chunk"])),
@@ -102,33 +105,40 @@ def steps(cfg: dict, kind: str, w) -> tuple[int, int]:
         return int(cfg["train"]["iterations"]) * _batch(cfg), 0
     if kind == "checkpoint":  # replays at most save_every iterations from the snapshot before it
         return int(cfg["train"]["save_every"]) * _batch(cfg), 0
-    if kind == "probe":
+    if kind == "probe" and shards.count(cfg, w.probe) > 1:
+        return 0, 0  # it gathers its shards
+    if kind in ("probe", "shard"):  # a shard: its share of the part shards split, all of the other
         cost, p = _probe_cost(cfg, w.probe)
-        return cost.serial(p, cfg), cost.parallel(p, cfg)
+        serial, parallel, n = cost.serial(p, cfg), cost.parallel(p, cfg), _shards(cfg, kind, w)
+        return (-(-serial // n), parallel) if cost.split == "serial" else (serial, -(-parallel // n))
     return 0, 0  # aggregate, figure: no env steps
 
 
 def threads(cfg: dict, kind: str, w) -> int:
     """The job's threads before Snakemake caps them (--cores, --max-threads)."""
-    if kind != "probe":
+    if kind not in ("probe", "shard") or (kind == "probe" and shards.count(cfg, w.probe) > 1):
         return 1
     want = PROBES[w.probe].threads
     if want != "all":
         return int(want)
     cost, p = _probe_cost(cfg, w.probe)
-    return max(1, int(cost.pieces(p, cfg)))
+    return max(1, -(-int(cost.pieces(p, cfg)) // _shards(cfg, kind, w)))
+
+
+def _shards(cfg: dict, kind: str, w) -> int:
+    return shards.count(cfg, w.probe) if kind == "shard" else 1
 
 
 def mem_mb(cfg: dict, kind: str, w) -> int:
     if kind == "train" or kind == "checkpoint":
         pairs = _batch(cfg)
-    elif kind == "probe":
+    elif kind == "shard" or (kind == "probe" and shards.count(cfg, w.probe) == 1):
         cost, p = _probe_cost(cfg, w.probe)
         pairs = cost.pairs(p, cfg)
     else:
-        pairs = 0
+        pairs = 0  # aggregate, figure, a probe gathering its shards
     need = BASE_MB + math.ceil(pairs * KB_PER_PAIR / 1024)
-    if kind == "probe":
+    if kind in ("probe", "shard"):
         need = min(need, max(BASE_MB, PROBES[w.probe].mem_mb))
     return int(need)
 

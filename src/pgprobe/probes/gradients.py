@@ -38,6 +38,7 @@ import xarray as xr
 from tqdm import tqdm
 
 from ..errors import ConfigError
+from ..pipeline import shards
 from .api import ProbeAgent, ProbeInputs
 
 ESTIMATOR = ("gradient at theta_t of the algorithm's surrogate on n fresh pairs from pi_t, collected as the "
@@ -99,56 +100,93 @@ def _grad_with(agent: ProbeAgent, data, adv: torch.Tensor) -> np.ndarray:
     return agent.surrogate_grad(dataclasses.replace(data, advantages=adv))
 
 
-def true_gradient_of(agent: ProbeAgent, n_star: int, chunk: int, seed: int, norm_adv: bool,
-                     progress: bool = False) -> tuple[np.ndarray, dict]:
-    """g* from at least n_star pairs in chunks of `chunk` pairs (module docstring: the advantages
-    normalised over all pairs in one pass).  Returns (g*, what it was made of)."""
+TERMS = ("raw", "one", "zero")  # the chunk gradients summed: g(A_raw), g(1), g(0) (module docstring)
+
+
+def true_gradient_blocks(agent: ProbeAgent, n_star: int, chunk: int, seed: int, norm_adv: bool, blocks: int,
+                         which: slice | None = None, progress: bool = False) -> xr.Dataset:
+    """The sums g* is made of, per block of consecutive chunks: ceil(n_star / chunk) chunks in
+    min(blocks, chunks) contiguous blocks (`which`: only some blocks, a shard's).  Each block sums its
+    chunks' pair-weighted gradients of the three terms in chunk order and its raw advantages' sums, so
+    g* (`true_gradient_finish`) depends on the blocks, not on which job computed them.  Without
+    `norm_adv` the terms g(1) and g(0) are not needed and stay 0."""
     chunks = -(-int(n_star) // int(chunk))
-    total = 0
-    sums = {"raw": 0.0, "one": 0.0, "zero": 0.0}
-    adv_sum = adv_sq = 0.0
-    for c in tqdm(range(chunks), desc="true gradient chunks", disable=not progress):
+    blocks = min(int(blocks), chunks)
+    ids = range(blocks)[which or slice(None)]
+    grad = np.zeros((len(ids), len(TERMS), agent.params_count))
+    adv = np.zeros((len(ids), 2))
+    pairs = np.zeros(len(ids), np.int64)
+    todo = [(i, c) for i, b in enumerate(ids) for c in range(chunks)[shards.block(chunks, b, blocks)]]
+    for i, c in tqdm(todo, desc="true gradient chunks", disable=not progress):
         data = agent.prepare(agent.collect_batch(chunk, seed, stream="true_gradient", index=(c,)), norm_adv=False)
         raw = data.raw_advantages
-        m = data.n
-        sums["raw"] = sums["raw"] + m * _grad_with(agent, data, raw)
-        if norm_adv:
-            sums["one"] = sums["one"] + m * _grad_with(agent, data, torch.ones_like(raw))
-            sums["zero"] = sums["zero"] + m * _grad_with(agent, data, torch.zeros_like(raw))
+        for t, a in enumerate((raw, torch.ones_like(raw), torch.zeros_like(raw))[:3 if norm_adv else 1]):
+            grad[i, t] += data.n * _grad_with(agent, data, a)
         r64 = raw.double()
-        adv_sum += float(r64.sum())
-        adv_sq += float((r64 * r64).sum())
-        total += m
-    mean = adv_sum / total
-    std = float(np.sqrt(max(adv_sq - total * mean**2, 0.0) / max(total - 1, 1)))
-    g_raw = sums["raw"] / total
-    if norm_adv:
-        g_one, g_zero = sums["one"] / total, sums["zero"] / total
-        g = g_zero + ((g_raw - g_zero) - mean * (g_one - g_zero)) / (std + 1e-8)
-    else:
-        g = g_raw
-    return g, {"pairs": total, "chunks": chunks, "chunk_pairs": agent.steps_per_env(chunk) * agent.num_envs,
-               "adv_mean": mean, "adv_std": std}
+        adv[i] += (float(r64.sum()), float((r64 * r64).sum()))
+        pairs[i] += data.n
+    return xr.Dataset(
+        {"block_grad_sum": (("block", "term", "param"), grad,
+                            {"long_name": "sum over the block's pairs of the surrogate gradient with advantages "
+                                          "A_raw, 1 and 0 (each chunk's gradient times its pairs)"}),
+         "block_adv_sum": (("block",), adv[:, 0], {"long_name": "sum of the block's raw GAE advantages"}),
+         "block_adv_sq_sum": (("block",), adv[:, 1], {"long_name": "sum of their squares"}),
+         "block_pairs": (("block",), pairs, {"long_name": "pairs in the block"}),
+         **_agent_vars(agent)},
+        coords={"block": np.array(list(ids), np.int64), "term": list(TERMS)},
+        attrs={"chunks": chunks, "blocks": blocks, "norm_adv": int(norm_adv),
+               "chunk_pairs": agent.steps_per_env(chunk) * agent.num_envs})
 
 
-def true_gradient(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True) -> xr.Dataset:
+def true_gradient_finish(ds: xr.Dataset) -> xr.Dataset:
+    """g* from all blocks' sums (one job's, or its shards' gathered): the advantages normalised over all
+    pairs where `norm_adv` says so (attr), else raw."""
+    norm_adv = bool(ds.attrs["norm_adv"])
+    total = int(ds["block_pairs"].values.sum())
+    raw, one, zero = ds["block_grad_sum"].values.sum(axis=0) / total
+    mean = float(ds["block_adv_sum"].values.sum()) / total
+    std = float(np.sqrt(max(float(ds["block_adv_sq_sum"].values.sum()) - total * mean**2, 0.0) / max(total - 1, 1)))
+    g = zero + ((raw - zero) - mean * (one - zero)) / (std + 1e-8) if norm_adv else raw
+    out = xr.Dataset(
+        {"g_star": (("param",), g, {"long_name": "the 'true' gradient g*: the estimator on n_star pairs"}),
+         "g_star_norm": ((), np.linalg.norm(g), {"long_name": "l2 norm of g*"}),
+         "n_star": ((), total, {"long_name": "pairs g* was estimated from", "units": "pairs"}),
+         "adv_mean": ((), mean, {"long_name": "mean of the raw GAE advantages over all pairs"}),
+         "adv_std": ((), std, {"long_name": "std (ddof=1) of the raw GAE advantages over all pairs"}),
+         "block_pairs": ds["block_pairs"], "agent_batch_size": ds["agent_batch_size"],
+         "params_count": ds["params_count"]},
+        coords={k: v for k, v in ds.coords.items() if "block" not in v.dims and "term" not in v.dims})
+    out.attrs.update(ds.attrs)
+    return out
+
+
+def true_gradient_of(agent: ProbeAgent, n_star: int, chunk: int, seed: int, norm_adv: bool,
+                     progress: bool = False, blocks: int = 1) -> tuple[np.ndarray, dict]:
+    """g* from at least n_star pairs in chunks of `chunk` pairs (module docstring: the advantages
+    normalised over all pairs in one pass).  Returns (g*, what it was made of)."""
+    g = true_gradient_finish(true_gradient_blocks(agent, n_star, chunk, seed, norm_adv, blocks, progress=progress))
+    return g["g_star"].values, {"pairs": int(g["n_star"]), "chunks": g.attrs["chunks"],
+                                "chunk_pairs": g.attrs["chunk_pairs"], "adv_mean": float(g["adv_mean"]),
+                                "adv_std": float(g["adv_std"])}
+
+
+def true_gradient(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True,
+                  shard=None) -> xr.Dataset:
+    """g* (fig 2); `shard` (k, n): only the sums of the k-th of n contiguous runs of blocks, for
+    pipeline.shards to gather and `true_gradient_finish` to finish."""
     agent = inputs.agent()
     norm_adv = _norm_adv(agent, cfg)
     chunk = cfg.get("chunk") or agent.batch_size
-    g, info = true_gradient_of(agent, cfg["n_star"], chunk, cfg["seed"], norm_adv, progress)
-    ds = xr.Dataset(
-        {"g_star": (("param",), g, {"long_name": "the 'true' gradient g*: the estimator on n_star pairs"}),
-         "g_star_norm": ((), np.linalg.norm(g), {"long_name": "l2 norm of g*"}),
-         "n_star": ((), info["pairs"], {"long_name": "pairs g* was estimated from", "units": "pairs"}),
-         "adv_mean": ((), info["adv_mean"], {"long_name": "mean of the raw GAE advantages over all pairs"}),
-         "adv_std": ((), info["adv_std"], {"long_name": "std (ddof=1) of the raw GAE advantages over all pairs"}),
-         **_agent_vars(agent)})
-    ds.attrs.update({"norm_adv": int(norm_adv), "estimator": ESTIMATOR, "chunks": info["chunks"],
-                     "chunk_pairs": info["chunk_pairs"],
+    blocks = min(int(cfg["blocks"]), -(-int(cfg["n_star"]) // int(chunk)))
+    which = shards.block(blocks, *shard) if shard else None
+    ds = true_gradient_blocks(agent, cfg["n_star"], chunk, cfg["seed"], norm_adv, blocks, which, progress)
+    ds.attrs.update({"estimator": ESTIMATOR,
                      "advantage_normalisation": ("over all n_star pairs (not per chunk): one pass, the surrogate "
                                                  "being affine in the advantages") if norm_adv else "none",
+                     "summation": "each block of consecutive chunks summed in chunk order, then the blocks in "
+                                  "block order: the same numbers whether one job or several (shards) made them",
                      "independence": "its own generator stream: shares no sample with grad_estimates"})
-    return ds
+    return ds if shard else true_gradient_finish(ds)
 
 
 # --------------------------------------------------------------------------- derived: cosines

@@ -22,6 +22,7 @@ import numpy as np
 import xarray as xr
 from tqdm import tqdm
 
+from ..pipeline import shards
 from .api import ProbeAgent, ProbeInputs
 
 REGIMES = ("few", "many")
@@ -58,9 +59,15 @@ def random_direction(policy, rng: np.random.Generator, norm: str, perturb_log_st
     return flat / np.linalg.norm(flat) if norm == "unit" else flat
 
 
-def grid(cfg: dict) -> tuple[np.ndarray, np.ndarray]:
-    return (np.linspace(cfg["x"]["min"], cfg["x"]["max"], cfg["x"]["points"]),
+def grid(cfg: dict, shard=None) -> tuple[np.ndarray, np.ndarray]:
+    """The plane's x and y values; with `shard` (k, n), only the k-th of n blocks of x rows."""
+    xs = np.linspace(cfg["x"]["min"], cfg["x"]["max"], cfg["x"]["points"])
+    return (xs if shard is None else xs[shards.block(len(xs), *shard)],
             np.linspace(cfg["y"]["min"], cfg["y"]["max"], cfg["y"]["points"]))
+
+
+def _first_row(cfg: dict, shard) -> int:
+    return 0 if shard is None else shards.block(int(cfg["x"]["points"]), *shard).start
 
 
 def regime_step(agent: ProbeAgent, regime: str, cfg: dict):
@@ -100,10 +107,11 @@ def step_facts(agent: ProbeAgent, regime: str, cfg: dict, direction: np.ndarray)
             "batch_size": agent.agent_batch.n if regime == "few" else cfg["many_samples"]}
 
 
-def run(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True) -> xr.Dataset:
-    """Figs 6 and 7: surrogate and true reward on each regime's plane, common random numbers."""
+def run(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True, shard=None) -> xr.Dataset:
+    """Figs 6 and 7: surrogate and true reward on each regime's plane, common random numbers.
+    `shard` (k, n): only the k-th of n blocks of x rows (pipeline.shards gathers them)."""
     agent = inputs.agent()
-    xs, ys = grid(cfg)
+    xs, ys = grid(cfg, shard)
     direction = direction_of(agent, cfg)
     regimes = [r for r in REGIMES if r in cfg["regimes"]]
     facts, surrogates, episodes = [], [], []
@@ -129,18 +137,22 @@ def run(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True)
     return ds
 
 
-def concentration(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True) -> xr.Dataset:
+def concentration(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bool = True,
+                  shard=None) -> xr.Dataset:
     """Fig 5: the true reward on `cfg["regime"]`'s plane at each of `cfg["budgets"]` (pairs per point, split
     over that budget's `envs` slots).  Without `crn` every point and every budget has its own seed
-    (`ProbeAgent.evaluation_seeds`): independent samples, none shared between budgets."""
+    (`ProbeAgent.evaluation_seeds`): independent samples, none shared between budgets.  `shard` (k, n):
+    only the k-th of n blocks of x rows, each point seeded by its place in the whole plane."""
     agent = inputs.agent()
-    xs, ys = grid(cfg)
+    xs, ys = grid(cfg, shard)
+    first_point = _first_row(cfg, shard) * len(ys)
     direction = direction_of(agent, cfg)
     facts = step_facts(agent, cfg["regime"], cfg, direction)
     thetas = plane(agent.theta, facts["step"], direction, xs, ys)
     seeds, episodes = [], []
     for b, budget in enumerate(tqdm(cfg["budgets"], desc="landscape budgets", disable=not progress)):
-        seed = agent.evaluation_seeds(cfg["seed"], len(thetas), cfg["crn"], index=(b,))
+        seed = agent.evaluation_seeds(cfg["seed"], first_point + len(thetas), cfg["crn"], index=(b,))
+        seed = seed if cfg["crn"] else seed[first_point:]
         seeds.append(np.broadcast_to(seed, len(thetas)).reshape(len(xs), len(ys)))
         episodes.append(agent.episodes_at(thetas, slot_steps(budget["pairs"], budget["envs"]), budget["envs"], seed,
                                           workers=threads, progress=progress))

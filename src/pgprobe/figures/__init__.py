@@ -40,6 +40,32 @@ def footer(ds, extra: str = "") -> str:
             f"seeds: {seeds}   {extra}   pgprobe {a.get('pgprobe_code', '')}")
 
 
+def finish(fig, axes, agg, title: str, note: str, legend_cols: int | None = None, legend_size: float = 8,
+           title_size: float | None = None, order=None, top: float = 0.97):
+    """The tail every multi-panel figure shares: one legend for the figure (each label once, from every
+    panel, sorted by `order` if given; none if `legend_cols` is None), the title, the footer (run, agents,
+    code version, `note`) and the layout around them."""
+    bottom = 0.02
+    if legend_cols is not None:
+        legend = {}
+        for ax in np.ravel(axes):
+            legend.update(zip(*ax.get_legend_handles_labels()[::-1]))
+        labels = sorted(legend, key=order) if order else list(legend)
+        fig.legend([legend[lab] for lab in labels], labels, loc="lower center", fontsize=legend_size,
+                   ncol=max(1, min(len(labels), legend_cols)), bbox_to_anchor=(0.5, 0.22 / fig.get_figheight()),
+                   frameon=False)
+        bottom = 0.72 / fig.get_figheight()
+    fig.suptitle(title, fontsize=title_size)
+    fig.text(0.01, 0.005, footer(agg, note), fontsize=7)
+    fig.tight_layout(rect=(0, bottom, 1, top))
+    return fig
+
+
+def save(fig, out: str) -> None:
+    """PDF without a creation date: the same aggregate gives the same bytes."""
+    fig.savefig(out, metadata={"CreationDate": None, "Creator": "pgprobe"})
+
+
 def draw_band(ax, x_seeds, y_seeds, x, mean, band, color: str, label: str) -> bool:
     """Thin line per seed, the mean over seeds and its band; NaN points are skipped. False if no data."""
     if not np.isfinite(mean).any():

@@ -8,7 +8,7 @@ from __future__ import annotations
 import xarray as xr
 
 from .. import stats
-from . import add_seed_band, algo_color, algo_label, draw_band, footer, summary_attrs
+from . import add_seed_band, algo_color, algo_label, draw_band, finish, save, summary_attrs
 
 CAPTION = (
     "Learning curves: mean return of the episodes completed in each training iteration, against "
@@ -56,11 +56,9 @@ def draw(agg: xr.Dataset):
             ax.legend(fontsize=8, loc="best")
     for ax in axes[len(envs):]:
         ax.set_axis_off()
-    fig.suptitle("Learning curves: mean over seeds, 95% bootstrap band, every seed")
-    fig.text(0.01, 0.005, footer(agg, "band: 95% bootstrap over seeds"), fontsize=7)
-    fig.tight_layout(rect=(0, 0.03, 1, 0.98))
-    return fig
+    return finish(fig, axes, agg, "Learning curves: mean over seeds, 95% bootstrap band, every seed",
+                  "band: 95% bootstrap over seeds", top=0.98)
 
 
 def render(agg: xr.Dataset, out: str) -> None:
-    draw(agg).savefig(out, metadata={"CreationDate": None, "Creator": "pgprobe"})
+    save(draw(agg), out)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import vs_n
+from . import save, vs_n
 
 VARIABLES = ("cosine", "agent_batch_size", "params_count")
 CAPTION = (
@@ -85,4 +85,4 @@ def draw(agg: xr.Dataset):
 
 
 def render(agg: xr.Dataset, out: str) -> None:
-    vs_n.save(draw(agg), out)
+    save(draw(agg), out)

@@ -7,7 +7,7 @@ import numpy as np
 import xarray as xr
 
 from .. import stats
-from . import vs_n
+from . import save, vs_n
 
 VARIABLES = ("cosine", "n_star", "agent_batch_size", "params_count")
 CAPTION = (
@@ -38,4 +38,4 @@ def draw(agg: xr.Dataset):
 
 
 def render(agg: xr.Dataset, out: str) -> None:
-    vs_n.save(draw(agg), out)
+    save(draw(agg), out)

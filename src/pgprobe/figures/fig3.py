@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import add_seed_band, algo_color, algo_label, draw_band, footer, summary_attrs
+from . import add_seed_band, algo_color, algo_label, draw_band, finish, save, summary_attrs
 
 MEASURES = ("mre", "sum_relative_error", "mre_before_fit")
 VARIABLES = (*MEASURES, "fraction_near_zero", "pairs", "agent_batch_size")
@@ -73,15 +73,8 @@ def draw(agg: xr.Dataset):
                 ax.set_ylabel(f"{env}\nmean relative error", fontsize=9)
             if i == len(envs) - 1:
                 ax.set_xlabel("training iteration t", fontsize=9)
-    legend = {}
-    for ax in axes.flat:
-        legend.update(zip(*ax.get_legend_handles_labels()[::-1]))
-    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=max(len(legend), 1), fontsize=8,
-               bbox_to_anchor=(0.5, 0.22 / fig.get_figheight()), frameon=False)
-    fig.suptitle("Value prediction: mean relative error of the value network on held-out pairs", fontsize=11)
-    fig.text(0.01, 0.005, footer(agg, f"band: -/+ 1 s.e. over seeds; {_near_zero_note(agg)}"), fontsize=7)
-    fig.tight_layout(rect=(0, 0.7 / fig.get_figheight(), 1, 0.97))
-    return fig
+    return finish(fig, axes, agg, "Value prediction: mean relative error of the value network on held-out pairs",
+                  f"band: -/+ 1 s.e. over seeds; {_near_zero_note(agg)}", legend_cols=8, title_size=11)
 
 
 def _near_zero_note(agg: xr.Dataset) -> str:
@@ -91,4 +84,4 @@ def _near_zero_note(agg: xr.Dataset) -> str:
 
 
 def render(agg: xr.Dataset, out: str) -> None:
-    draw(agg).savefig(out, metadata={"CreationDate": None, "Creator": "pgprobe"})
+    save(draw(agg), out)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import xarray as xr
 
-from . import vs_n
+from . import save, vs_n
 from .fig1 import pairwise_summary
 
 VARIABLES = ("cosine", "agent_batch_size", "params_count", "mean_gradient_cosine",
@@ -44,4 +44,4 @@ def draw(agg: xr.Dataset):
 
 
 def render(agg: xr.Dataset, out: str) -> None:
-    vs_n.save(draw(agg), out)
+    save(draw(agg), out)

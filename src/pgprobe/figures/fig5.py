@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import fig6, footer
+from . import fig6, finish, save
 
 VARIABLES = ("true_reward", "true_reward_sem", "episodes", "pairs", "budget_envs", "step_norm", "direction_norm",
              "kl_step", "kl_direction", "step_rejected", "batch_size")
@@ -66,10 +66,8 @@ def draw(ds: xr.Dataset, seed_index: int = 0):
         axes[i, 0].set_ylabel(f"iteration {int(it)}\nrandom direction", fontsize=9)
         _slices(axes[i, -1], row, x)
     crn = "common random numbers" if int(ds.attrs.get("common_random_numbers", 0)) else "independent samples per point"
-    fig.suptitle(f"True reward landscape concentration: {ds.attrs['algo'].upper()} on {ds.attrs['env']}")
-    fig.text(0.01, 0.004, footer(ds, f"seed shown: {seed}; {crn}; error bars: 1 s.e."), fontsize=7)
-    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
-    return fig
+    return finish(fig, axes, ds, f"True reward landscape concentration: {ds.attrs['algo'].upper()} on {ds.attrs['env']}",
+                  f"seed shown: {seed}; {crn}; error bars: 1 s.e.")
 
 
 def _slices(ax, row, x) -> None:  # row: one iteration, every budget
@@ -92,4 +90,4 @@ def _slices(ax, row, x) -> None:  # row: one iteration, every budget
 
 
 def render(ds: xr.Dataset, out: str, seed_index: int = 0) -> None:
-    draw(ds, seed_index).savefig(out, metadata={"CreationDate": None, "Creator": "pgprobe"})
+    save(draw(ds, seed_index), out)

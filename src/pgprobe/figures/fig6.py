@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import footer
+from . import finish, save
 
 VARIABLES = ("surrogate", "true_reward", "true_reward_sem", "episodes", "step_norm", "direction_norm",
              "kl_step", "kl_direction", "step_rejected", "batch_size")
@@ -100,11 +100,9 @@ def draw(ds: xr.Dataset, seed_index: int = 0):
                                 f"|step|={float(row['step_norm']):.3g}{rejected}  |dir|={float(row['direction_norm']):.3g}  "
                                 f"KL(x=1)={float(row['kl_step']):.2g}  KL(y=1)={float(row['kl_direction']):.2g}",
                                 transform=axes[i, 3 * r].transAxes, fontsize=7)
-    fig.suptitle(f"Surrogate objective vs true reward: {ds.attrs['algo'].upper()} on {ds.attrs['env']}")
-    fig.text(0.01, 0.004, footer(ds, f"seed shown: {seed}; true reward >= {ds.attrs.get('samples_per_point', '?')} "
-                                     "pairs/point, error bars: 1 s.e."), fontsize=7)
-    fig.tight_layout(rect=(0, 0.02, 1, 0.97))
-    return fig
+    return finish(fig, axes, ds, f"Surrogate objective vs true reward: {ds.attrs['algo'].upper()} on {ds.attrs['env']}",
+                  f"seed shown: {seed}; true reward >= {ds.attrs.get('samples_per_point', '?')} pairs/point, "
+                  "error bars: 1 s.e.")
 
 
 def _slice(ax, row, x, first: bool, n: int, text_y: float) -> None:  # row: one iteration and regime
@@ -122,4 +120,4 @@ def _slice(ax, row, x, first: bool, n: int, text_y: float) -> None:  # row: one 
 
 
 def render(ds: xr.Dataset, out: str, seed_index: int = 0) -> None:
-    draw(ds, seed_index).savefig(out, metadata={"CreationDate": None, "Creator": "pgprobe"})
+    save(draw(ds, seed_index), out)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import add_seed_band, algo_color, algo_label, draw_band, footer, summary_attrs
+from . import add_seed_band, algo_color, algo_label, draw_band, finish, save, summary_attrs
 
 CAPTION = (
     "Trust region over training (paper Fig. 8). For each iteration t, over that iteration's training "
@@ -80,17 +80,9 @@ def draw(agg: xr.Dataset):
             ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
             ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: f"{y:g}"))
             ax.yaxis.set_minor_formatter(NullFormatter())
-    legend = {}  # one legend for the figure: algos first, then the bounds
-    for ax in axes.flat:
-        legend.update(zip(*ax.get_legend_handles_labels()[::-1]))
-    labels = sorted(legend, key=lambda lab: "=" in lab)
-    fig.legend([legend[lab] for lab in labels], labels, loc="lower center", ncol=min(len(labels), 6),
-               fontsize=8, bbox_to_anchor=(0.5, 0.2 / fig.get_figheight()), frameon=False)
-    fig.suptitle("Trust region: max likelihood ratio and mean KL between successive policies")
-    fig.text(0.01, 0.005, footer(agg, "band: 95% bootstrap over seeds"), fontsize=7)
-    fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 0.98))
-    return fig
+    return finish(fig, axes, agg, "Trust region: max likelihood ratio and mean KL between successive policies",
+                  "band: 95% bootstrap over seeds", legend_cols=6, order=lambda lab: "=" in lab, top=0.98)  # algos, then bounds
 
 
 def render(agg: xr.Dataset, out: str) -> None:
-    draw(agg).savefig(out, metadata={"CreationDate": None, "Creator": "pgprobe"})
+    save(draw(agg), out)

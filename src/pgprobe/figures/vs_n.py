@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import algo_color, algo_label, footer, summary_attrs
+from . import algo_color, algo_label, finish, summary_attrs
 
 SEED_STYLES = ("-", "--", ":", "-.")
 AGENT_DIMS = ("env", "algo", "seed", "iteration")
@@ -90,16 +90,4 @@ def draw(agg: xr.Dataset, var: str, ylabel: str, title: str, note: str, referenc
                 ax.set_ylabel(f"{env}\n{ylabel}", fontsize=9)
             if i == len(envs) - 1:
                 ax.set_xlabel("state-action pairs n", fontsize=9)
-    legend = {}
-    for ax in axes.flat:
-        legend.update(zip(*ax.get_legend_handles_labels()[::-1]))
-    fig.legend(list(legend.values()), list(legend), loc="lower center", ncol=min(len(legend), 4), fontsize=7,
-               bbox_to_anchor=(0.5, 0.22 / fig.get_figheight()), frameon=False)
-    fig.suptitle(title, fontsize=11)
-    fig.text(0.01, 0.005, footer(agg, note), fontsize=7)
-    fig.tight_layout(rect=(0, 0.75 / fig.get_figheight(), 1, 0.97))
-    return fig
-
-
-def save(fig, out: str) -> None:
-    fig.savefig(out, metadata={"CreationDate": None, "Creator": "pgprobe"})
+    return finish(fig, axes, agg, title, note, legend_cols=4, legend_size=7, title_size=11)

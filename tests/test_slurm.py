@@ -15,6 +15,7 @@ The run goes through what README says about a preemption: one running job is req
 preemption with requeue) and Snakemake waits for it; then the Snakemake process itself is killed
 (SIGKILL: a login node going away), the run's remaining jobs cancelled with `scancel --name <run ID>`,
 the directory unlocked, and the same command finishes the pipeline without redoing finished jobs.
+The landscape planes are split into two shard jobs each (params `shards:`), gathered by their probe jobs.
 Every figure comes out of it, and SLURM's own records (scontrol show job, slurmctld's log) show that
 every job went through sbatch with the threads, memory and time limit pgprobe.pipeline.resources gives it.
 """
@@ -29,9 +30,11 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+import yaml
 
 import slurm_local
-from test_pipeline import ALL_SMOKE, FIGS, SMOKE, VENV_BIN, _env, copy_repo, dry_run, job_counts, params_of, sh
+from test_pipeline import (ALL_SMOKE, FIGS, LANDSCAPE_PROBES, VENV_BIN, _env, copy_repo, dry_run, job_counts,
+                           params_of, sh)
 
 pytestmark = pytest.mark.slow
 
@@ -39,13 +42,16 @@ STATE = Path(os.environ.get("PGPROBE_SLURM_STATE", slurm_local.DEFAULT_STATE))
 # the order of each rule's wildcards in its output pattern: the plugin's job comment and log path
 WILDCARDS = {"train": ("run", "env", "algo", "seed"), "checkpoint": ("run", "env", "algo", "seed", "iteration"),
              "probe": ("run", "probe", "env", "algo", "seed", "iteration"), "aggregate": ("run", "figure"),
-             "figure": ("figure",)}
+             "figure": ("figure",), "shard": ("run", "probe", "env", "algo", "seed", "iteration", "shard", "shards")}
+# the landscape planes split in two shard jobs each (README "Split a plane into jobs"): a job of its own each
+SHARDS = {"shards": {"landscape": 2}}
+OVERLAYS = ("config/smoke.yaml", "config/shards.yaml")
 
 
 def slurm_cmd(cpus: int) -> list[str]:
     return ["snakemake", "--profile", "profiles/slurm", "--default-resources", f"slurm_partition={slurm_local.PARTITION}",
             "--max-threads", str(cpus), "--slurm-status-command", "squeue",
-            "--slurm-init-seconds-before-status-checks", "2", *SMOKE]
+            "--slurm-init-seconds-before-status-checks", "2", "--configfile", *OVERLAYS]
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +132,7 @@ def minutes(limit: str) -> int:
 def test_smoke_pipeline_through_slurm(cluster, tmp_path):
     t0 = time.time()
     root = copy_repo(tmp_path / "repo")
+    (root / OVERLAYS[1]).write_text(yaml.safe_dump(SHARDS))
     cpus = slurm_local.machine()[0]
     cmd = slurm_cmd(cpus)
     env = _env(root)
@@ -164,7 +171,7 @@ def test_smoke_pipeline_through_slurm(cluster, tmp_path):
     while running(run1) and time.time() < deadline:
         time.sleep(0.5)
     assert not running(run1), "scancel left jobs running"
-    sh(root, "snakemake", "--profile", "profiles/slurm", "--unlock", *SMOKE)
+    sh(root, "snakemake", "--profile", "profiles/slurm", "--unlock", "--configfile", *OVERLAYS)
 
     # -- run 2: the same command finishes the pipeline --------------------------------------------
     proc2 = sh(root, *cmd, timeout=1500)
@@ -173,7 +180,8 @@ def test_smoke_pipeline_through_slurm(cluster, tmp_path):
     wall = time.time() - t0
     for fig in FIGS:
         assert (root / "figures" / "smoke" / f"{fig}.pdf").read_bytes()[:5] == b"%PDF-", fig
-    assert dry_run(root) == {}, "after the resumed run `snakemake -n` should have nothing to do"
+    assert dry_run(root, overlay=("--configfile", *OVERLAYS)) == {}, "after the resumed run nothing is left to do"
+    assert dry_run(root) == {}, "the planes gathered from shards stand in an unsplit run"
 
     # -- SLURM's records ---------------------------------------------------------------------------
     jobs = [j for j in jobs_of_slurm() if j["JobName"] in (run1, run2)]
@@ -187,9 +195,10 @@ def test_smoke_pipeline_through_slurm(cluster, tmp_path):
         by_state.setdefault((j["JobName"] == run1 and "run1" or "run2", j["JobState"]), []).append(j["JobId"])
     # every job of the DAG (but `all`, a local rule) ran to completion as a SLURM job, in one run or the other
     made = {j["Comment"] for j in done}
-    expected = expected_requests(params_of(root, "config/smoke.yaml"), cpus)
+    expected = expected_requests(params_of(root, *OVERLAYS), cpus)
     assert made == set(expected), (sorted(set(expected) - made), sorted(made - set(expected)))
     local_counts = {k: v for k, v in ALL_SMOKE.items() if k != "all"}
+    local_counts["shard"] = 2 * LANDSCAPE_PROBES["probe"]
     assert {r: sum(c.startswith(f"rule_{r}_") for c in made) for r in local_counts} == local_counts
     # run 2 redid none of the jobs that completed in run 1 (even those the killed Snakemake never saw finish:
     # each job records its own completion), and made the rest, the cancelled ones among them

@@ -1,7 +1,7 @@
 """Job records: what each artifact says about the job that made it, and the checks made from them.
 
 A job's record is its kind, its wildcards (agent, iteration, probe or figure), the values of its
-params keys and the hash of its source files.  Every NetCDF artifact carries its job's record
+params keys, what it reads as its declaration names it, and the hash of its source files.  Every NetCDF artifact carries its job's record
 (attr `pgprobe_job`); the same record, serialised, is Snakemake's params rerun trigger.  So
 whether a file stands for the params and code a run would give it is decided from the file
 itself: by the stage that reads it (`check_inputs`: a pulled or stale input fails, naming the
@@ -66,11 +66,23 @@ def _wildcards(kind: str, w) -> dict:
     return {k: str(getattr(w, k)) if k in ("env", "algo", "probe", "figure") else int(getattr(w, k)) for k in names}
 
 
+def stage_reads(kind: str, w) -> list[str]:
+    """What a job reads, as its declaration names it (a probe's inputs, a figure's probe): a changed
+    declaration reruns the job, whatever files it reads (a probe split into shards reads its shards
+    but has its unsplit record, and the reverse)."""
+    if kind in ("probe", "shard"):
+        return list(declarations.PROBES[w.probe].reads)
+    if kind == "aggregate":
+        return [declarations.FIGURES[w.figure].reads]
+    return []
+
+
 def job_record(cfg: dict, kind: str, w) -> dict:
     """The record a job of `kind` with wildcards `w` makes under `cfg` (JSON-normalised)."""
     w = SimpleNamespace(**w) if isinstance(w, dict) else w
     rec = {"kind": kind, "wildcards": _wildcards(kind, w),
            "params": {k: lookup(cfg, k) for k in stage_keys(cfg, kind, w)},
+           "reads": stage_reads(kind, w),
            "code": files_hash(stage_files(command(kind), stage_modules(kind, w)))}
     return json.loads(json.dumps(rec, sort_keys=True))
 
@@ -103,6 +115,8 @@ def differences(made: dict, now: dict) -> list[str]:
            for k in sorted(set(old) | set(new)) if old.get(k, "(absent)") != new.get(k, "(absent)")]
     if made.get("code") != now.get("code"):
         out.append(f"code of the {now['kind']} stage: {made.get('code')} -> {now.get('code')}")
+    if made.get("reads") != now.get("reads"):
+        out.append(f"inputs read (declarations.py): {made.get('reads')} -> {now.get('reads')}")
     if made.get("wildcards") != now.get("wildcards"):
         out.append(f"job: {made.get('wildcards')} -> {now.get('wildcards')}")
     return out

@@ -92,3 +92,17 @@ def test_gather_refuses_missing_duplicate_or_foreign_shards(bandit_inputs, tmp_p
     other["direction"] = other["direction"] * 2
     with pytest.raises(ArtifactError, match="'direction'.*differs between shard 0 and shard 1"):
         shards.gather([parts[0], other, parts[2]], "x")
+
+
+def test_a_points_statistics_do_not_depend_on_the_other_points():
+    # Breaks if a point's mean or s.e. is summed over the NaN-padded episode array: its padding length is set
+    # by the point with the most episodes, so a shard (fewer points) would round the sums differently (seen on
+    # Humanoid, where episode counts differ between points; the bandit's do not).
+    rng = np.random.default_rng(0)
+    eps = [{"return": rng.normal(100, 30, n), "discounted_return": rng.normal(50, 10, n), "length": rng.integers(10, 90, n)}
+           for n in (3, 41, 7, 19, 2, 30)]
+    whole = landscape.episode_vars([eps], "regime", 6, 1, 0.99)
+    part = landscape.episode_vars([eps[2:4]], "regime", 2, 1, 0.99)
+    assert part["episode_return"][1].shape[-1] == 19 < whole["episode_return"][1].shape[-1] == 41
+    for var in ("true_reward", "true_reward_sem", "episodes", "pairs"):
+        assert np.array_equal(part[var][1][0, :, 0], whole[var][1][0, 2:4, 0]), var

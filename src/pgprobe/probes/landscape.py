@@ -197,25 +197,29 @@ def _coords(xs, ys, **outer) -> dict:
 
 def episode_vars(episodes: list[list[dict]], outer: str, nx: int, ny: int, gamma: float) -> dict:
     """Per (outer, x, y) point, from `episodes[i][point]` (point k = x[k // ny], y[k % ny]): the true
-    reward (mean return), its standard error, episodes and pairs, and each episode (NaN-padded)."""
+    reward (mean return), its standard error, episodes and pairs, and each episode (NaN-padded).
+    Each point's statistics come from its own episodes alone, not from the padded array: the same bits
+    whatever the other points (a shard holds some of them; a padded sum would round differently)."""
     shape = (len(episodes), nx, ny)
     n_ep = max(len(e["return"]) for per_outer in episodes for e in per_outer)
     per_episode = {k: np.full(shape + (n_ep,), np.nan) for k in ("return", "discounted_return", "length")}
+    stats = np.full(shape + (4,), np.nan)  # mean, sem, episodes, pairs
     for i, per_outer in enumerate(episodes):
         for j, e in enumerate(per_outer):
+            at = (i, *np.unravel_index(j, shape[1:]))
             for k in per_episode:
-                per_episode[k][(i, *np.unravel_index(j, shape[1:]))][:len(e[k])] = e[k]
-    ret = per_episode["return"]
-    count = np.sum(~np.isnan(ret), axis=-1)
-    sem = np.nanstd(ret, axis=-1, ddof=1) / np.sqrt(count) if n_ep > 1 else np.full(shape, np.nan)
+                per_episode[k][at][:len(e[k])] = e[k]
+            ret = np.asarray(e["return"], np.float64)
+            sem = ret.std(ddof=1) / np.sqrt(ret.size) if ret.size > 1 else np.nan
+            stats[at] = (ret.mean() if ret.size else np.nan, sem, ret.size, np.sum(e["length"]))
     dims, ep_dims = (outer, "x", "y"), (outer, "x", "y", "episode")
     return {
-        "true_reward": (dims, np.nanmean(ret, axis=-1), {"long_name": "mean undiscounted return of complete episodes"}),
-        "true_reward_sem": (dims, sem, {"long_name": "standard error of true_reward (over episodes)"}),
-        "episodes": (dims, count, {"long_name": "complete episodes per point"}),
-        "pairs": (dims, np.nansum(per_episode["length"], axis=-1).astype(np.int64),
+        "true_reward": (dims, stats[..., 0], {"long_name": "mean undiscounted return of complete episodes"}),
+        "true_reward_sem": (dims, stats[..., 1], {"long_name": "standard error of true_reward (over episodes)"}),
+        "episodes": (dims, stats[..., 2].astype(np.int64), {"long_name": "complete episodes per point"}),
+        "pairs": (dims, stats[..., 3].astype(np.int64),
                   {"long_name": "state-action pairs per point (the steps of its complete episodes)"}),
-        "episode_return": (ep_dims, ret, {"long_name": "undiscounted return per episode (NaN-padded)"}),
+        "episode_return": (ep_dims, per_episode["return"], {"long_name": "undiscounted return per episode (NaN-padded)"}),
         "episode_discounted_return": (ep_dims, per_episode["discounted_return"],
                                       {"long_name": f"discounted return per episode (gamma = {gamma})"}),
         "episode_length": (ep_dims, per_episode["length"], {"long_name": "episode length (steps)"}),

@@ -2,10 +2,10 @@
 
 Five kinds of job: train (env, algo, seed) -> checkpoint (+ iteration) -> probe (+ probe name)
 -> aggregate (figure) -> figure; a probe split into shards (params `shards:`, pipeline/shards.py)
-adds a sixth, shard (+ shard, shards), and its probe job gathers them.  The Snakemake rules (workflow/rules/*.smk) take their output
-patterns, shell commands, input functions, params slices and threads from here, and
-`plan()` expands the same functions into the job list dvc.yaml is generated from, so the two
-runners cannot drift apart.  Which probes and figures exist, and what they read, is declared
+adds a sixth, shard (+ shard, shards), and its probe job gathers them.  The Snakemake rules
+(workflow/rules/*.smk) take their output patterns, shell commands, input functions, params slices
+and threads from here, and `plan()` expands the same functions into the job list dvc.yaml is
+generated from, so the two runners cannot drift apart.  Which probes and figures exist, and what they read, is declared
 in declarations.py; which agents and iterations a figure shows is in params (`figures:`).
 """
 from __future__ import annotations

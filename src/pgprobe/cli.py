@@ -95,14 +95,15 @@ def _gather(args, cfg: dict) -> None:
     records.check_inputs(args.gather, cfg)
     jobs = {json.dumps({k: v for k, v in records.recorded(p)["wildcards"].items() if k not in ("shard", "shards")},
                        sort_keys=True) for p in args.gather}
-    if len(jobs) != 1 or json.loads(next(iter(jobs)))["probe"] != args.probe:
+    job = json.loads(next(iter(jobs)))
+    if len(jobs) != 1 or job["probe"] != args.probe:
         raise ArtifactError(f"--gather: the shards are not all of one {args.probe} job: {sorted(jobs)}")
     parts = [artifacts.read_nc(p, kind=f"probe_{args.probe}") for p in args.gather]
     decl = PROBES[args.probe]
     ds = shards.gather(parts, decl.shard_dim)
     if decl.finish:
         ds = getattr(importlib.import_module(decl.module), decl.finish)(ds)
-    ds.attrs.update(_record(cfg, "probe", **json.loads(next(iter(jobs)))))
+    ds.attrs.update(_record(cfg, "probe", **job))
     artifacts.write_nc(ds, Path(args.out))
 
 

@@ -105,8 +105,8 @@ def steps(cfg: dict, kind: str, w) -> tuple[int, int]:
         return int(cfg["train"]["iterations"]) * _batch(cfg), 0
     if kind == "checkpoint":  # replays at most save_every iterations from the snapshot before it
         return int(cfg["train"]["save_every"]) * _batch(cfg), 0
-    if kind == "probe" and shards.count(cfg, w.probe) > 1:
-        return 0, 0  # it gathers its shards
+    if _gathers(cfg, kind, w):
+        return 0, 0
     if kind in ("probe", "shard"):  # a shard: its share of the part shards split, all of the other
         cost, p = _probe_cost(cfg, w.probe)
         serial, parallel, n = cost.serial(p, cfg), cost.parallel(p, cfg), _shards(cfg, kind, w)
@@ -116,7 +116,7 @@ def steps(cfg: dict, kind: str, w) -> tuple[int, int]:
 
 def threads(cfg: dict, kind: str, w) -> int:
     """The job's threads before Snakemake caps them (--cores, --max-threads)."""
-    if kind not in ("probe", "shard") or (kind == "probe" and shards.count(cfg, w.probe) > 1):
+    if kind not in ("probe", "shard") or _gathers(cfg, kind, w):
         return 1
     want = PROBES[w.probe].threads
     if want != "all":
@@ -129,10 +129,15 @@ def _shards(cfg: dict, kind: str, w) -> int:
     return shards.count(cfg, w.probe) if kind == "shard" else 1
 
 
+def _gathers(cfg: dict, kind: str, w) -> bool:
+    """A probe job split into shards: it only gathers them (no env steps, one thread, base memory)."""
+    return kind == "probe" and shards.count(cfg, w.probe) > 1
+
+
 def mem_mb(cfg: dict, kind: str, w) -> int:
     if kind == "train" or kind == "checkpoint":
         pairs = _batch(cfg)
-    elif kind == "shard" or (kind == "probe" and shards.count(cfg, w.probe) == 1):
+    elif kind in ("probe", "shard") and not _gathers(cfg, kind, w):
         cost, p = _probe_cost(cfg, w.probe)
         pairs = cost.pairs(p, cfg)
     else:

@@ -104,15 +104,15 @@ TERMS = ("raw", "one", "zero")  # the chunk gradients summed: g(A_raw), g(1), g(
 
 
 def true_gradient_blocks(agent: ProbeAgent, n_star: int, chunk: int, seed: int, norm_adv: bool, blocks: int,
-                         which: slice | None = None, progress: bool = False) -> xr.Dataset:
+                         shard: tuple[int, int] | None = None, progress: bool = False) -> xr.Dataset:
     """The sums g* is made of, per block of consecutive chunks: ceil(n_star / chunk) chunks in
-    min(blocks, chunks) contiguous blocks (`which`: only some blocks, a shard's).  Each block sums its
+    min(blocks, chunks) contiguous blocks (`shard` (k, n): only the k-th of n runs of blocks).  Each block sums its
     chunks' pair-weighted gradients of the three terms in chunk order and its raw advantages' sums, so
     g* (`true_gradient_finish`) depends on the blocks, not on which job computed them.  Without
     `norm_adv` the terms g(1) and g(0) are not needed and stay 0."""
     chunks = -(-int(n_star) // int(chunk))
     blocks = min(int(blocks), chunks)
-    ids = range(blocks)[which or slice(None)]
+    ids = range(blocks)[shards.block(blocks, *shard) if shard else slice(None)]
     grad = np.zeros((len(ids), len(TERMS), agent.params_count))
     adv = np.zeros((len(ids), 2))
     pairs = np.zeros(len(ids), np.int64)
@@ -177,9 +177,7 @@ def true_gradient(inputs: ProbeInputs, cfg: dict, threads: int = 1, progress: bo
     agent = inputs.agent()
     norm_adv = _norm_adv(agent, cfg)
     chunk = cfg.get("chunk") or agent.batch_size
-    blocks = min(int(cfg["blocks"]), -(-int(cfg["n_star"]) // int(chunk)))
-    which = shards.block(blocks, *shard) if shard else None
-    ds = true_gradient_blocks(agent, cfg["n_star"], chunk, cfg["seed"], norm_adv, blocks, which, progress)
+    ds = true_gradient_blocks(agent, cfg["n_star"], chunk, cfg["seed"], norm_adv, cfg["blocks"], shard, progress)
     ds.attrs.update({"estimator": ESTIMATOR,
                      "advantage_normalisation": ("over all n_star pairs (not per chunk): one pass, the surrogate "
                                                  "being affine in the advantages") if norm_adv else "none",
